@@ -1,0 +1,254 @@
+"""Answer spaces, and the one place where answers are parsed, normalised and compared.
+
+Why one module: the probe's candidate answers, the final answer read from the generated text and the grading
+against a gold answer must agree on what "the same answer" means (`18`, `18.0`, `1,000`, `$5`, `(B)`);
+if each did its own parsing, the entropy curve and the correctness label would silently disagree.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import SIAError
+
+AnswerKind = Literal["numeric", "choice", "candidates"]
+ANSWER_KINDS: tuple[str, ...] = ("numeric", "choice", "candidates")
+
+_NUMBER = re.compile(r"(?<![\w.])-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+_ANSWER_LINE = re.compile(r"answer\s*(?:is|:)\s*[:\s]*(.+)", re.IGNORECASE)
+_CHOICE_SPLIT = re.compile(r"(?:(?<=\s)|^)\(?([A-Ea-e]|[1-5])[).:]\s+")
+
+
+@dataclass(frozen=True)
+class AnswerSpace:
+    """What answers look like: numbers, option labels, or a given list of strings.
+
+    `labels` are the option labels for `choice` (e.g. A-D or 1-4, as the question writes them);
+    `options` their texts (may be empty when only labels are known); `candidates` the strings for
+    `candidates`.
+    """
+
+    kind: AnswerKind
+    labels: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    candidates: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ANSWER_KINDS:
+            raise SIAError(f"Unknown answer type '{self.kind}'.", f"Use one of: {', '.join(ANSWER_KINDS)}.")
+        if self.kind == "choice" and len(self.labels) < 2:
+            raise SIAError("A choice question needs at least two options.", 'Pass --choices "A) ... B) ...".')
+        if self.kind == "candidates" and not self.candidates:
+            raise SIAError("The 'candidates' answer type needs at least one candidate answer.")
+
+    @property
+    def size(self) -> float:
+        """Number of possible answers (infinite for numbers): calibrators normalise entropy by its log."""
+        if self.kind == "choice":
+            return float(len(self.labels))
+        if self.kind == "candidates":
+            return float(len(self.candidates))
+        return math.inf
+
+    def to_json(self) -> dict[str, object]:
+        return {"kind": self.kind, "labels": list(self.labels), "options": list(self.options),
+                "candidates": list(self.candidates)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> AnswerSpace:
+        return cls(
+            kind=data["kind"],  # type: ignore[arg-type]
+            labels=tuple(data.get("labels", ()) or ()),  # type: ignore[arg-type]
+            options=tuple(data.get("options", ()) or ()),  # type: ignore[arg-type]
+            candidates=tuple(data.get("candidates", ()) or ()),  # type: ignore[arg-type]
+        )
+
+
+NUMERIC = AnswerSpace("numeric")
+
+
+def parse_choices(text: str) -> AnswerSpace:
+    """Parse `"A) first B) second"` (or `1.`/`(A)` forms, one per line or inline) into a choice space."""
+    parts = _CHOICE_SPLIT.split(text.strip())
+    if len(parts) < 5 or parts[0].strip():
+        raise SIAError(
+            f"Could not parse the choices {text!r}.",
+            'Write them as "A) first option B) second option" (labels A-E or 1-5).',
+        )
+    labels = tuple(p.upper() for p in parts[1::2])
+    options = tuple(p.strip() for p in parts[2::2])
+    if len(set(labels)) != len(labels) or any(not o for o in options):
+        raise SIAError(f"The choices {text!r} repeat a label or leave an option empty.")
+    return AnswerSpace("choice", labels=labels, options=options)
+
+
+def normalize_number(text: str) -> str | None:
+    """Canonical string of a number: `"1,000"`→`"1000"`, `"18.0"`→`"18"`, `"$5"`→`"5"`, `"0.50"`→`"0.5"`.
+
+    Returns None when `text` holds no number. Fractions `a/b` are evaluated.
+    """
+    cleaned = text.strip().replace("$", "").replace(",", "").replace(" ", "")
+    cleaned = cleaned.rstrip(".")
+    match = re.fullmatch(r"(-?\d+(?:\.\d+)?)(?:/(\d+(?:\.\d+)?))?", cleaned)
+    if not match:
+        return None
+    value = float(match.group(1))
+    if match.group(2):
+        denominator = float(match.group(2))
+        if denominator == 0:
+            return None
+        value /= denominator
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}" if abs(value) < 1e6 else repr(value)
+
+
+def numbers_in(text: str) -> list[str]:
+    """Every number written in `text`, normalised, in order of appearance (duplicates kept)."""
+    found = []
+    for match in _NUMBER.finditer(text):
+        normal = normalize_number(match.group(0))
+        if normal is not None:
+            found.append(normal)
+    return found
+
+
+_EXPRESSION = re.compile(r"[\d(][\d\s.,+\-*/×÷()]*[\d)]")
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def _evaluate(node: ast.AST) -> float:
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return float(node.value)
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_evaluate(node.operand)
+    raise ValueError("not plain arithmetic")
+
+
+def arithmetic_results(text: str) -> list[str]:
+    """Values of the plain arithmetic expressions written in `text` ("24 - 9" gives "15"), in order.
+
+    Why: a reasoning line often writes the computation before its result ("Muffins left = 24 - 9"), and
+    the result is then the likeliest answer although it is not yet written anywhere.
+    """
+    results = []
+    for match in _EXPRESSION.finditer(text.replace("\\times", "*").replace("\\div", "/")):
+        expression = match.group(0).replace("×", "*").replace("÷", "/").replace(",", "")
+        if not re.search(r"\d\s*[-+*/]\s*[\d(]", expression):
+            continue
+        try:
+            value = _evaluate(ast.parse(expression.strip(), mode="eval"))
+        except (SyntaxError, ValueError, ZeroDivisionError, RecursionError, OverflowError):
+            continue
+        normal = normalize_number(repr(value)) if math.isfinite(value) else None
+        if normal is not None:
+            results.append(normal)
+    return results
+
+
+def _boxed(text: str) -> str | None:
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 1, start + len("\\boxed{")
+    begin = i
+    while i < len(text) and depth:
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        i += 1
+    return text[begin : i - 1] if depth == 0 else None
+
+
+def _answer_fragment(text: str) -> str | None:
+    """The part of the text that states the final answer: the last `\\boxed{}` or 'answer is' clause."""
+    boxed = _boxed(text)
+    start, clause = -1, None
+    for match in _ANSWER_LINE.finditer(text):
+        start, clause, base = match.start(), match.group(1), match.start(1)
+    # A clause runs to the end of its line, so a later 'answer is' on the same line sits inside it.
+    while clause is not None and (match := _ANSWER_LINE.search(clause)):
+        start, clause, base = base + match.start(), match.group(1), base + match.start(1)
+    if clause is not None and (boxed is None or start > text.rfind("\\boxed{")):
+        inner = _boxed(clause)
+        return inner if inner is not None else clause
+    return boxed
+
+
+def parse_answer(text: str, space: AnswerSpace) -> str | None:
+    """The final answer stated in a generated text, normalised for `space`, or None if it states none."""
+    fragment = _answer_fragment(text)
+    if space.kind == "numeric":
+        if fragment is None:
+            return None
+        fragment = re.sub(r"\\(?:text|mathrm)\{[^}]*\}|\\[,!;]", "", fragment)
+        numbers = numbers_in(fragment)
+        return numbers[0] if numbers else None
+    if space.kind == "choice":
+        if fragment is None:
+            return None
+        labels = "|".join(re.escape(label) for label in space.labels)
+        label_re = rf"(?<![A-Za-z0-9])\(?({labels})(?![A-Za-z0-9])"
+        # Labels as written first; a lowercase "a" is more often the article ("a kilometer") than a label.
+        if match := re.search(label_re, fragment):
+            return match.group(1).upper()
+        hits = [(len(option), label) for label, option in zip(space.labels, space.options, strict=False)
+                if option and re.search(rf"(?<![A-Za-z0-9]){re.escape(option)}(?![A-Za-z0-9])", fragment,
+                                        re.IGNORECASE)]
+        if hits:  # the longest whole-word match, so "kilometer" is not read as option "meter"
+            return max(hits)[1]
+        match = re.search(label_re, fragment, re.IGNORECASE)
+        return match.group(1).upper() if match else None
+    haystack = (fragment or text).lower()
+    hits = [(haystack.rfind(c.lower()), c) for c in space.candidates if c.lower() in haystack]
+    return max(hits)[1] if hits else None
+
+
+def states_answer(line: str) -> bool:
+    """Whether a line of reasoning is the final-answer line (which is not itself a reasoning step)."""
+    return bool(_ANSWER_LINE.search(line)) or "\\boxed{" in line
+
+
+def same_answer(predicted: str | None, gold: str, space: AnswerSpace, tolerance: float = 1e-4) -> bool:
+    """Grade `predicted` against `gold`: numbers within a relative tolerance, labels case-insensitively."""
+    if predicted is None:
+        return False
+    if space.kind == "numeric":
+        a, b = normalize_number(predicted), normalize_number(gold)
+        if a is None or b is None:
+            return False
+        return math.isclose(float(a), float(b), rel_tol=tolerance, abs_tol=tolerance)
+    return predicted.strip().lower() == gold.strip().lower()
+
+
+@dataclass
+class AnswerDistribution:
+    """What a probe returns: a distribution over normalised answers, its entropy, and the mass it covered.
+
+    `probs` are renormalised over the answers the estimator enumerated; `covered` is the model's total
+    probability on those answers before renormalising (1.0 = nothing was missed).
+    """
+
+    probs: dict[str, float] = field(default_factory=dict)
+    covered: float = 0.0
+
+    @property
+    def entropy_bits(self) -> float:
+        return -sum(p * math.log2(p) for p in self.probs.values() if p > 0)
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        return sorted(self.probs.items(), key=lambda kv: -kv[1])[:k]
+
+    @classmethod
+    def from_masses(cls, masses: dict[str, float]) -> AnswerDistribution:
+        total = sum(masses.values())
+        if total <= 0:
+            return cls({}, 0.0)
+        return cls({a: m / total for a, m in masses.items()}, min(total, 1.0))
