@@ -1,0 +1,38 @@
+"""sia-monitor: step-wise conditional answer entropy inside `transformers.generate`.
+
+The public names are imported lazily so that `sia-monitor --help` and the pure-Python parts (answers, data,
+trajectories) do not pay for importing torch and transformers.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AnswerSpace": "answers", "AnswerDistribution": "answers", "NUMERIC": "answers", "parse_choices": "answers",
+    "parse_answer": "answers", "SIAError": "errors", "load_model": "models", "DEFAULT_MODEL": "models",
+    "SIAMonitor": "monitor", "Monitor": "runner", "GenerationSettings": "runner", "RowStopper": "stopping",
+    "CancelOnEvent": "stopping", "Trajectory": "trajectory", "StepRecord": "trajectory",
+    "MonitorEvent": "trajectory", "read_trajectories": "trajectory", "write_trajectories": "trajectory",
+    "load_benchmark": "benchmarks",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .answers import NUMERIC, AnswerDistribution, AnswerSpace, parse_answer, parse_choices
+    from .benchmarks import load_benchmark
+    from .errors import SIAError
+    from .models import DEFAULT_MODEL, load_model
+    from .monitor import SIAMonitor
+    from .runner import GenerationSettings, Monitor
+    from .stopping import CancelOnEvent, RowStopper
+    from .trajectory import MonitorEvent, StepRecord, Trajectory, read_trajectories, write_trajectories
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sia_monitor' has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

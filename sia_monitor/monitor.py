@@ -1,0 +1,290 @@
+"""`SIAMonitor`: a LogitsProcessor that measures the conditional answer entropy after every reasoning step.
+
+It drops into any `model.generate(...)`:
+
+    cache = DynamicCache(config=model.config)
+    monitor = SIAMonitor(model, tokenizer, cache, NUMERIC, questions=[question])
+    out = model.generate(**inputs, cache=cache, logits_processor=[monitor])
+    trajectories = monitor.finish(out)
+
+At each call it sees the token just generated for every row (the live cache then holds exactly
+`input_ids.shape[1]` tokens). When a row's token closes a reasoning step, the rows that need it are probed in
+one forward pass (`probe.run_probe`) on top of that cache, which is restored before returning. It returns
+`scores` untouched, so generation is token-for-token what it would have been without it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Cache, LogitsProcessor
+
+from .answers import AnswerDistribution, AnswerSpace, numbers_in, parse_answer
+from .estimators import Estimator, ProbeContext, make_estimator, recent_first
+from .probe import ProbeTree, run_probe
+from .prompts import probe_suffix
+from .segmentation import CompletedStep, SegmenterMode, StepSegmenter, TokenText
+from .stopping import RowStopper
+from .trajectory import MonitorEvent, StepRecord, Trajectory
+
+EventSink = Callable[[MonitorEvent], None]
+_TOP_K_CONFIDENCE = 20
+
+
+@dataclass
+class _Row:
+    """Everything the monitor tracks for one batch row."""
+
+    space: AnswerSpace
+    question: str
+    estimator: Estimator
+    segmenter: StepSegmenter
+    tokens: list[int] = field(default_factory=list)
+    token_entropy: list[float] = field(default_factory=list)
+    token_confidence: list[float] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    context: ProbeContext = field(default_factory=ProbeContext)
+    answered: bool = False  # the final-answer line was written: no more probes
+    done: bool = False  # EOS generated
+    stopped: bool = False  # ended by the RowStopper: `generate` now writes only padding for it
+    held_bytes: list[int] = field(default_factory=list)  # tokens whose text is an incomplete UTF-8 character
+
+
+class SIAMonitor(LogitsProcessor):
+    """Step-wise conditional answer entropy, computed on the live KV cache while `generate` runs.
+
+    `spaces` / `questions`: one per batch row (a single value is used for every row). `questions` seed the
+    numeric candidates with the numbers of the question. `on_event` receives token, step and final events as
+    they happen (called from the generating thread). `probe=False` records per-token signals only.
+    `row_stopper`: the `RowStopper` passed to the same `generate`, so that the padding `generate` writes for a
+    row it stopped is not read as that row's tokens.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: object,
+        cache: Cache,
+        spaces: AnswerSpace | Sequence[AnswerSpace],
+        questions: Sequence[str] = (),
+        segmenter: SegmenterMode = "line",
+        step_regex: str | None = None,
+        on_event: EventSink | None = None,
+        probe: bool = True,
+        model_id: str = "",
+        row_stopper: RowStopper | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.cache = cache
+        self.spaces = [spaces] if isinstance(spaces, AnswerSpace) else list(spaces)
+        self.questions = list(questions)
+        self.segmenter_mode = segmenter
+        self.step_regex = step_regex
+        self.on_event = on_event
+        self.probe_enabled = probe
+        self.row_stopper = row_stopper
+        self.model_id = model_id or getattr(getattr(model, "config", None), "name_or_path", "")
+        self.text = TokenText(tokenizer)
+        self._eos = self._eos_ids()
+        self._suffix_tokens: dict[tuple[str, bool], list[int]] = {}
+        self._estimators: dict[AnswerSpace, Estimator] = {}
+        self.rows: list[_Row] = []
+        self.prompt_mask: torch.Tensor | None = None
+        self._prompt_len = 0
+        self._seen_len = -1
+        self._started = 0.0
+        self.probe_calls = 0
+        self.probe_seconds = 0.0
+        StepSegmenter(segmenter, step_regex)  # validate the mode and pattern now, not mid-generation
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        config = getattr(self.model, "generation_config", None)
+        for value in (getattr(config, "eos_token_id", None), getattr(self.tokenizer, "eos_token_id", None)):
+            if isinstance(value, int):
+                ids.add(value)
+            elif value:
+                ids.update(value)
+        return ids
+
+    def _estimator(self, space: AnswerSpace) -> Estimator:
+        if space not in self._estimators:
+            self._estimators[space] = make_estimator(self.tokenizer, space)
+        return self._estimators[space]
+
+    def begin(self, attention_mask: torch.Tensor) -> None:
+        """Reset for a new generation whose prompt has this (batch, prompt length) mask (left padding = 0)."""
+        batch = attention_mask.shape[0]
+        spaces = self.spaces * batch if len(self.spaces) == 1 else self.spaces
+        questions = self.questions * batch if len(self.questions) == 1 else (self.questions or [""] * batch)
+        if len(spaces) != batch or len(questions) != batch:
+            raise ValueError(f"got {len(spaces)} answer spaces and {len(questions)} questions for {batch} rows")
+        self.rows = [
+            _Row(
+                space=space,
+                question=question,
+                estimator=self._estimator(space),
+                segmenter=StepSegmenter(self.segmenter_mode, self.step_regex),
+                context=ProbeContext(recent_numbers=recent_first([], question)),
+            )
+            for space, question in zip(spaces, questions, strict=True)
+        ]
+        self.prompt_mask = attention_mask.detach().to(torch.long)
+        self._prompt_len = attention_mask.shape[1]
+        self._seen_len = self._prompt_len - 1  # the first call sees the bare prompt
+        self._started = time.perf_counter()
+
+    def _infer_begin(self, input_ids: torch.Tensor) -> None:
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        mask = torch.ones_like(input_ids)
+        if pad is not None:
+            mask = (input_ids != pad).long().cumsum(1).clamp(max=1)  # only leading pads count as padding
+        self.begin(mask)
+
+    # -- the hook -----------------------------------------------------------------------------------------
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        length = input_ids.shape[1]
+        if self.prompt_mask is None or length != self._seen_len + 1 or len(self.rows) != input_ids.shape[0]:
+            if self.prompt_mask is None or length <= self._seen_len or len(self.rows) != input_ids.shape[0]:
+                self._infer_begin(input_ids)
+        if length > self._prompt_len:
+            closed: dict[int, CompletedStep] = {}
+            for index, row in enumerate(self.rows):
+                if row.done or self._stopped(index, row, length):
+                    continue
+                step = self._feed(index, row, int(input_ids[index, -1]))
+                if step is not None:
+                    closed[index] = step
+            if closed:
+                self._probe(closed, length)
+        self._seen_len = length
+        self._record_token_signals(scores)
+        return scores
+
+    def _stopped(self, index: int, row: _Row, length: int) -> bool:
+        """Whether the row's token at position `length - 1` is padding written after the RowStopper ended it."""
+        if not row.stopped and self.row_stopper is not None:
+            stop_length = self.row_stopper.stopped_at.get(index)
+            row.stopped = stop_length is not None and length > stop_length
+        return row.stopped
+
+    def _feed(self, index: int, row: _Row, token: int) -> CompletedStep | None:
+        if token in self._eos:
+            row.done = True
+            return None
+        row.tokens.append(token)
+        piece = self._emit_text(index, row, token)
+        step = row.segmenter.feed(piece)
+        if step is None:
+            return None
+        row.context.recent_numbers = recent_first(row.context.recent_numbers, step.text)
+        if step.is_answer:
+            row.answered = True
+        return None if (row.answered or not self.probe_enabled) else step
+
+    def _emit_text(self, index: int, row: _Row, token: int) -> str:
+        row.held_bytes.append(token)
+        piece = self.text.piece(token) if len(row.held_bytes) == 1 else self.text.decode(row.held_bytes)
+        if piece.endswith("\ufffd") and len(row.held_bytes) < 4:
+            return ""
+        row.held_bytes.clear()
+        if self.on_event:
+            self.on_event(MonitorEvent("token", row=index, text=piece))
+        return piece
+
+    def _record_token_signals(self, scores: torch.Tensor) -> None:
+        log_probs = scores.float().log_softmax(-1)
+        entropy = -(log_probs.exp() * log_probs).nan_to_num().sum(-1) / math.log(2)
+        confidence = -log_probs.topk(_TOP_K_CONFIDENCE, dim=-1).values.mean(-1)
+        for index, row in enumerate(self.rows):
+            if not (row.done or row.stopped):
+                row.token_entropy.append(float(entropy[index]))
+                row.token_confidence.append(float(confidence[index]))
+
+    def _suffix(self, space: AnswerSpace, at_line_start: bool) -> list[int]:
+        key = (space.kind, at_line_start)
+        if key not in self._suffix_tokens:
+            text = probe_suffix(space) if at_line_start else "\n" + probe_suffix(space)
+            self._suffix_tokens[key] = list(self.tokenizer.encode(text, add_special_tokens=False))  # type: ignore[attr-defined]
+        return self._suffix_tokens[key]
+
+    def _probe(self, closed: dict[int, CompletedStep], length: int) -> None:
+        started = time.perf_counter()
+        plans = {}
+        trees: dict[int, ProbeTree] = {}
+        for index, step in closed.items():
+            row = self.rows[index]
+            tree, plan = row.estimator.plan(self._suffix(row.space, step.at_line_start), row.context)
+            trees[index], plans[index] = tree, plan
+        assert self.prompt_mask is not None
+        generated = length - self._prompt_len
+        prefix_mask = torch.cat(
+            [self.prompt_mask, torch.ones((self.prompt_mask.shape[0], generated), dtype=torch.long)], dim=1
+        ).to(self.prompt_mask.device)
+        pad = getattr(self.tokenizer, "pad_token_id", None) or 0
+        log_probs = run_probe(self.model, self.cache, prefix_mask, trees, pad)
+        self.probe_calls += 1
+        for index, step in closed.items():
+            row = self.rows[index]
+            dist: AnswerDistribution = row.estimator.read(plans[index], log_probs[index])
+            row.context.previous = dist
+            record = StepRecord.from_distribution(len(row.steps), step.token_start, step.token_end, step.text, dist)
+            row.steps.append(record)
+            if self.on_event:
+                self.on_event(MonitorEvent("step", row=index, step=record))
+        self.probe_seconds += time.perf_counter() - started
+
+    # -- after generate -----------------------------------------------------------------------------------
+    def finish(
+        self,
+        sequences: torch.Tensor,
+        finish_reasons: Sequence[str] | None = None,
+        generation: dict[str, object] | None = None,
+    ) -> list[Trajectory]:
+        """Feed the tokens `generate` produced after the last call and build one trajectory per row.
+
+        `finish_reasons` say why each row that did not reach EOS ended (stopped, cancelled, length).
+        """
+        elapsed = time.perf_counter() - self._started
+        if sequences.shape[1] > self._seen_len >= self._prompt_len:
+            for index, row in enumerate(self.rows):
+                if not (row.done or self._stopped(index, row, self._seen_len + 1)):
+                    self._feed(index, row, int(sequences[index, self._seen_len]))
+        trajectories = []
+        for index, row in enumerate(self.rows):
+            if row.held_bytes and self.on_event:
+                self.on_event(MonitorEvent("token", row=index, text=self.text.decode(row.held_bytes)))
+            final_text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)  # type: ignore[attr-defined]
+            reason = "eos" if row.done else "stopped" if row.stopped else (
+                finish_reasons[index] if finish_reasons else "length")
+            trajectory = Trajectory(
+                model_id=self.model_id,
+                question=row.question,
+                answer_space=row.space,
+                suffix=probe_suffix(row.space),
+                segmenter=self.segmenter_mode if self.segmenter_mode != "regex" else f"regex:{self.step_regex}",
+                steps=row.steps,
+                token_entropy=row.token_entropy[: len(row.tokens) + int(row.done)],
+                token_confidence=row.token_confidence[: len(row.tokens) + int(row.done)],
+                final_text=final_text,
+                parsed_answer=parse_answer(final_text, row.space),
+                finish_reason=reason,
+                n_tokens=len(row.tokens),
+                elapsed_s=round(elapsed, 3),
+                generation=dict(generation or {}),
+            )
+            trajectories.append(trajectory)
+            if self.on_event:
+                self.on_event(MonitorEvent("final", row=index, trajectory=trajectory))
+        self.prompt_mask = None
+        return trajectories
+
+
+def numbers_of(text: str) -> list[str]:
+    """Normalised numbers of a text (re-exported for callers that seed candidates)."""
+    return numbers_in(text)

@@ -1,0 +1,172 @@
+"""`Monitor`: the convenience API around `SIAMonitor` — prompts in, trajectories or a live event stream out.
+
+It owns the parts every consumer would otherwise repeat: chat-templating the question, left-padded batching,
+the context-window check, seeding, the cache handed to both `generate` and the hook, cancellation, and the
+worker thread behind `stream()`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
+
+from .answers import NUMERIC, AnswerSpace
+from .errors import SIAError
+from .models import DEFAULT_MODEL, LoadedModel, load_model
+from .monitor import EventSink, SIAMonitor
+from .prompts import build_messages
+from .segmentation import SegmenterMode
+from .stopping import CancelOnEvent, RowStopper
+from .trajectory import MonitorEvent, Trajectory
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings recorded with every trajectory (greedy when temperature is 0)."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        if self.temperature > 0:
+            return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+class Monitor:
+    """A loaded model plus the SIA hook: `generate()` for batches, `stream()` for one live generation."""
+
+    def __init__(self, loaded: LoadedModel, segmenter: SegmenterMode = "line", step_regex: str | None = None) -> None:
+        self.loaded = loaded
+        self.segmenter = segmenter
+        self.step_regex = step_regex
+
+    @classmethod
+    def load(cls, model: str = DEFAULT_MODEL, **kwargs: Any) -> Monitor:
+        return cls(load_model(model), **kwargs)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.loaded.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    def encode(
+        self, questions: Sequence[str], spaces: Sequence[AnswerSpace], max_new_tokens: int
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """Chat-template and left-pad the prompts; return the encoding and the max_new_tokens that fit."""
+        texts = [
+            self.tokenizer.apply_chat_template(build_messages(q, s), add_generation_prompt=True, tokenize=False)
+            for q, s in zip(questions, spaces, strict=True)
+        ]
+        encoding = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        window = getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
+        prompt_len = encoding["input_ids"].shape[1]
+        if prompt_len >= window - 16:
+            raise SIAError(
+                f"The prompt is {prompt_len} tokens long; the model's context window is {window}.",
+                "Shorten the question.",
+            )
+        return dict(encoding), min(max_new_tokens, window - prompt_len - 16)
+
+    def generate(
+        self,
+        questions: str | Sequence[str],
+        spaces: AnswerSpace | Sequence[AnswerSpace] = NUMERIC,
+        settings: GenerationSettings | None = None,
+        on_event: EventSink | None = None,
+        cancel: threading.Event | None = None,
+        row_stopper: RowStopper | None = None,
+        probe: bool = True,
+    ) -> list[Trajectory]:
+        """Generate (batched) with the monitor attached; one trajectory per question, in order."""
+        settings = settings or GenerationSettings()
+        questions = [questions] if isinstance(questions, str) else list(questions)
+        space_list = [spaces] * len(questions) if isinstance(spaces, AnswerSpace) else list(spaces)
+        encoding, max_new = self.encode(questions, space_list, settings.max_new_tokens)
+        cache = DynamicCache(config=self.model.config)
+        cancel = cancel or threading.Event()
+        row_stopper = row_stopper or RowStopper()
+        monitor = SIAMonitor(
+            self.model, self.tokenizer, cache, space_list, questions,
+            segmenter=self.segmenter, step_regex=self.step_regex, on_event=on_event, probe=probe,
+            model_id=self.loaded.model_id, row_stopper=row_stopper,
+        )
+        monitor.begin(encoding["attention_mask"])
+        torch.manual_seed(settings.seed)
+        with torch.inference_mode():
+            sequences = self.model.generate(
+                **encoding,
+                cache=cache,
+                max_new_tokens=max_new,
+                logits_processor=LogitsProcessorList([monitor]),
+                stopping_criteria=StoppingCriteriaList([CancelOnEvent(cancel), row_stopper]),
+                pad_token_id=self.tokenizer.pad_token_id,
+                **settings.generate_kwargs(),
+            )
+        reasons = []
+        for index in range(len(questions)):
+            if index in row_stopper.stopped:
+                reasons.append("stopped")
+            elif cancel.is_set():
+                reasons.append("cancelled")
+            else:
+                reasons.append("length")
+        record = {**asdict(settings), "max_new_tokens": max_new, "batch_size": len(questions),
+                  "dtype": str(self.model.dtype).removeprefix("torch.")}
+        return monitor.finish(sequences, reasons, record)
+
+    def stream(
+        self,
+        question: str,
+        space: AnswerSpace = NUMERIC,
+        settings: GenerationSettings | None = None,
+        cancel: threading.Event | None = None,
+        row_stopper: RowStopper | None = None,
+    ) -> Iterator[MonitorEvent]:
+        """Yield token, step and final events while `generate` runs in a worker thread.
+
+        Closing the iterator early (or setting `cancel`) stops the generation within one token.
+        """
+        cancel = cancel or threading.Event()
+        events: queue.Queue[MonitorEvent | BaseException | None] = queue.Queue()
+
+        def work() -> None:
+            try:
+                self.generate(question, space, settings, on_event=events.put, cancel=cancel, row_stopper=row_stopper)
+            except BaseException as exc:  # handed to the consumer, which re-raises it in its own thread
+                events.put(exc)
+            finally:
+                events.put(None)
+
+        worker = threading.Thread(target=work, name="sia-monitor-generate", daemon=True)
+        worker.start()
+        interrupted = False
+        try:
+            while True:
+                try:
+                    item = events.get()
+                except KeyboardInterrupt:  # Ctrl-C: stop generating, but still deliver what was made
+                    interrupted = True
+                    cancel.set()
+                    continue
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
+            worker.join()
+        if interrupted:
+            raise KeyboardInterrupt
