@@ -236,9 +236,11 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "bfloat16") -> Lo
                 f"Use a registry name ({', '.join(REGISTRY)}) or a local directory when offline.",
             ) from exc
         raise SIAError(f"Could not load a model from '{name_or_path}': {exc}".split("\n")[0]) from exc
-    except ValueError as exc:
+    except Exception as exc:  # a damaged local file can fail anywhere inside the loaders (struct.error, ...)
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise SIAError(
-            f"'{name_or_path}' is not a causal language model that transformers can load: {str(exc).splitlines()[0]}",
+            f"'{name_or_path}' is not a causal language model that transformers can load ({first_line}).",
+            "Check the path, or use a registry name.",
         ) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
