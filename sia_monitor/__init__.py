@@ -19,7 +19,11 @@ _EXPORTS = {
     "MonitorEvent": "trajectory", "read_trajectories": "trajectory", "write_trajectories": "trajectory",
     "load_benchmark": "benchmarks",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DEFAULT_MODEL", "NUMERIC", "AnswerDistribution", "AnswerSpace", "CancelOnEvent", "GenerationSettings",
+    "Monitor", "MonitorEvent", "RowStopper", "SIAError", "SIAMonitor", "StepRecord", "Trajectory",
+    "load_benchmark", "load_model", "parse_answer", "parse_choices", "read_trajectories", "write_trajectories",
+]
 
 if TYPE_CHECKING:
     from .answers import NUMERIC, AnswerDistribution, AnswerSpace, parse_answer, parse_choices

@@ -16,6 +16,7 @@ tokens' conditional probabilities (times, for numbers, the probability that the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -112,7 +113,7 @@ class SequenceEstimator:
                 score = sum(float(log_probs[node, token]) for node, token in steps)
                 if end is not None:
                     score += float(end[plan.end_nodes[(a_index, f_index)]])
-                total += float(torch.tensor(score).exp())
+                total += math.exp(score)
             masses[answer] = total
         return AnswerDistribution.from_masses(masses)
 

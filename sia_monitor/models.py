@@ -100,7 +100,7 @@ def configure_threads() -> None:
     """Use the cores this process may run on (containers often allow fewer than `os.cpu_count()`)."""
     import torch
 
-    wanted = int(os.environ.get("SIA_MONITOR_THREADS", 0)) or len(os.sched_getaffinity(0))
+    wanted = int(os.environ.get("SIA_MONITOR_THREADS", "0")) or len(os.sched_getaffinity(0))
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
 
@@ -222,7 +222,10 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "bfloat16") -> Lo
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     configure_threads()
+    hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise next to our own output
     model_id, source, gguf_file = resolve_model_source(name_or_path)
     is_hub_id = isinstance(source, str)
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}

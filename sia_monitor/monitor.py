@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Cache, LogitsProcessor
 
-from .answers import AnswerDistribution, AnswerSpace, numbers_in, parse_answer
+from .answers import AnswerDistribution, AnswerSpace, parse_answer
 from .estimators import Estimator, ProbeContext, make_estimator, recent_first
 from .probe import ProbeTree, run_probe
 from .prompts import probe_suffix
@@ -149,9 +149,8 @@ class SIAMonitor(LogitsProcessor):
     # -- the hook -----------------------------------------------------------------------------------------
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         length = input_ids.shape[1]
-        if self.prompt_mask is None or length != self._seen_len + 1 or len(self.rows) != input_ids.shape[0]:
-            if self.prompt_mask is None or length <= self._seen_len or len(self.rows) != input_ids.shape[0]:
-                self._infer_begin(input_ids)
+        if self.prompt_mask is None or length <= self._seen_len or len(self.rows) != input_ids.shape[0]:
+            self._infer_begin(input_ids)  # used without begin(), or reused for a new generate call
         if length > self._prompt_len:
             closed: dict[int, CompletedStep] = {}
             for index, row in enumerate(self.rows):
@@ -284,7 +283,3 @@ class SIAMonitor(LogitsProcessor):
         self.prompt_mask = None
         return trajectories
 
-
-def numbers_of(text: str) -> list[str]:
-    """Normalised numbers of a text (re-exported for callers that seed candidates)."""
-    return numbers_in(text)

@@ -144,7 +144,7 @@ class Monitor:
         def work() -> None:
             try:
                 self.generate(question, space, settings, on_event=events.put, cancel=cancel, row_stopper=row_stopper)
-            except BaseException as exc:  # handed to the consumer, which re-raises it in its own thread
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it in its own thread
                 events.put(exc)
             finally:
                 events.put(None)

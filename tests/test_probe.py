@@ -123,7 +123,7 @@ def test_probe_trees_of_different_sizes_in_one_call(smol_f32: LoadedModel) -> No
     contexts = [encode(tokenizer, c) for c in CONTEXTS]
     suffix = encode(tokenizer, SUFFIX)
     small, small_paths = candidate_tree(suffix, [encode(tokenizer, "12")])
-    large, large_paths = candidate_tree(suffix, [encode(tokenizer, c) for c in CANDIDATES])
+    large, _ = candidate_tree(suffix, [encode(tokenizer, c) for c in CANDIDATES])
     cache, mask = prefill(model, contexts, pad)
     together = run_probe(model, cache, mask, {0: large, 1: small}, pad)
     alone = run_probe(model, cache, mask, {1: small}, pad)
