@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from .answers import NUMERIC, AnswerSpace, parse_choices
 from .benchmarks import BENCHMARKS
@@ -123,11 +124,14 @@ def _load_monitor(args: argparse.Namespace, console: Console):  # type: ignore[n
         return Monitor.load(args.model, segmenter=args.steps, step_regex=args.step_regex)
 
 
-def _step_line(step: StepRecord) -> str:
-    text = step.text if len(step.text) <= 48 else step.text[:45] + "..."
-    top = "  ".join(f"{escape(a)}: {p:.2f}" for a, p in step.top[:3]) or "-"
-    return (f"[bold cyan]  ↳ step {step.index + 1:>2}[/]  H = [bold]{step.entropy_bits:5.2f}[/] bits  "
-            f"top: {top}  [dim]covered {step.covered:.2f}[/]  [dim italic]{escape(text)}[/]")
+def _step_line(step: StepRecord) -> Text:
+    """One row per step; built as Text, not markup, because steps are full of brackets (LaTeX)."""
+    text = step.text if len(step.text) <= 28 else step.text[:27] + "…"
+    top = " · ".join(f"{a} {p:.2f}" for a, p in step.top[:3]) or "-"
+    return Text.assemble(
+        (f"  ↳ step {step.index + 1:>2}", "bold cyan"), " │ H ", (f"{step.entropy_bits:4.2f}", "bold"),
+        f" bits │ {top} │ ", (f"covered {step.covered:.2f} │ {text}", "dim"),
+    )
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -151,7 +155,7 @@ def command_run(args: argparse.Namespace) -> int:
             elif event.kind == "token":
                 console.out(event.text, end="", highlight=False)
             elif event.kind == "step" and event.step is not None:
-                console.print(_step_line(event.step))
+                console.print(_step_line(event.step), soft_wrap=True)
             if event.kind == "final":
                 trajectory = event.trajectory
         except StopIteration:

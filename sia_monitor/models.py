@@ -221,7 +221,6 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "bfloat16") -> Lo
     """Load any `--model` value as a causal LM in eval mode, with a clear error for each way it can fail."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     configure_threads()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,14 @@ def test_help_reads_like_the_docs() -> None:
                             capture_output=True, text=True, check=True)
     for option in ("--model", "--answer-type", "--choices", "--save", "--json", "--steps"):
         assert option in result.stdout
+
+
+def test_hub_id_offline_is_a_clear_error() -> None:
+    """A hub id is accepted, but offline it must fail with one line (HF_HUB_OFFLINE keeps the test off the network)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sia_monitor.cli", "run", "What is 2+3?", "--model", "someorg/some-model"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "model hub" in result.stderr and "Traceback" not in result.stderr
