@@ -76,7 +76,7 @@ class SequenceEstimator:
         end_nodes: dict[tuple[int, int], int] = {}
         for a_index, (answer, written) in enumerate(self.answers(context).items()):
             forms[answer] = []
-            for f_index, text in enumerate(written):
+            for text in written:
                 tokens = self._encode(text)
                 if not tokens:
                     continue
