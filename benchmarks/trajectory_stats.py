@@ -1,0 +1,33 @@
+"""Summary of collected trajectory files: accuracy, steps, tokens, and answer-space coverage at the last step.
+
+    python benchmarks/trajectory_stats.py calibrators/data/qwen2.5-coder-0.5b-instruct/*.jsonl.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from sia_monitor.trajectory import read_trajectories
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+")
+    args = parser.parse_args()
+    print("| file | traces | accuracy | mean steps | mean tokens | no parsed answer | last-step covered mass |")
+    print("|---|---|---|---|---|---|---|")
+    for path in args.files:
+        records = list(read_trajectories(path, skip_truncated_tail=True))
+        if not records:
+            continue
+        last = [r.steps[-1].covered for r in records if r.steps]
+        print(
+            f"| {path} | {len(records)} | {statistics.mean(bool(r.correct) for r in records):.3f} "
+            f"| {statistics.mean(len(r.steps) for r in records):.1f} | {statistics.mean(r.n_tokens for r in records):.0f} "
+            f"| {sum(r.parsed_answer is None for r in records)} | {statistics.mean(last):.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
