@@ -182,18 +182,35 @@ def _answer_fragment(text: str) -> str | None:
     return boxed
 
 
+def _last_line_with(text: str, pattern: re.Pattern[str]) -> str:
+    for line in reversed(text.strip().splitlines()):
+        if pattern.search(line):
+            return line
+    return ""
+
+
 def parse_answer(text: str, space: AnswerSpace) -> str | None:
     """The final answer stated in a generated text, normalised for `space`, or None if it states none."""
     fragment = _answer_fragment(text)
     if space.kind == "numeric":
         if fragment is None:
-            return None
+            # No answer phrase: the model stated it in prose ("Therefore, the basket contains 35 peaches.").
+            # Measured on 1000 SVAMP traces of the default model: 64 ended like this. Take the last number
+            # of the last line that has one.
+            numbers = numbers_in(_last_line_with(text, _NUMBER))
+            return numbers[-1] if numbers else None
         fragment = re.sub(r"\\(?:text|mathrm)\{[^}]*\}|\\[,!;]", "", fragment)
         numbers = numbers_in(fragment)
         return numbers[0] if numbers else None
     if space.kind == "choice":
         if fragment is None:
-            return None
+            # Prose without an answer phrase: only an explicit "(B)" or "B)" counts, never a bare capital.
+            labels = "|".join(re.escape(label) for label in space.labels)
+            explicit = re.compile(rf"\(({labels})\)|(?<![A-Za-z0-9])({labels})\)")
+            match = None
+            for match in explicit.finditer(_last_line_with(text, explicit)):
+                pass
+            return (match.group(1) or match.group(2)).upper() if match else None
         labels = "|".join(re.escape(label) for label in space.labels)
         label_re = rf"(?<![A-Za-z0-9])\(?({labels})(?![A-Za-z0-9])"
         # Labels as written first; a lowercase "a" is more often the article ("a kilometer") than a label.

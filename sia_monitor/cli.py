@@ -3,6 +3,7 @@
 Commands:
   run       stream one generation and print, after every reasoning step, the conditional answer entropy
   collect   run the monitor over a benchmark and append graded trajectories (resumable)
+  regrade   re-parse and re-grade saved trajectories with the current answer parser
   models    list the named models and whether they are installed
 
 Every user error ends with one line on stderr and exit status 2; Ctrl-C saves what was generated.
@@ -86,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--data-dir", default=None,
                      help="folder with gsm8k/, svamp/, arc/ (default: $SIA_MONITOR_DATA or ../shared/data)")
     _model_options(col)
+
+    regrade = commands.add_parser(
+        "regrade", help="re-parse and re-grade saved trajectories in place (no model needed)",
+        description="Re-read the final answer of every saved trajectory with the current parser and grade it "
+        "again against its gold answer. Generations are expensive; parsing improves.",
+    )
+    regrade.add_argument("files", nargs="+", type=Path, help="trajectory files (.jsonl or .jsonl.gz)")
 
     commands.add_parser("models", help="list the named models, their sources and whether they are installed")
     return parser
@@ -216,6 +224,16 @@ def command_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_regrade(args: argparse.Namespace) -> int:
+    from .collect import regrade
+
+    console = Console(highlight=False)
+    for path in args.files:
+        total, changed = regrade(path)
+        console.print(f"{path}: {total} trajectories, {changed} re-graded differently")
+    return 0
+
+
 def command_models(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     for spec in REGISTRY.values():
@@ -233,7 +251,7 @@ def command_models(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": command_run, "collect": command_collect, "models": command_models}
+    handlers = {"run": command_run, "collect": command_collect, "regrade": command_regrade, "models": command_models}
     try:
         return handlers[args.command](args)
     except SIAError as exc:

@@ -7,11 +7,13 @@ half-written last line is dropped, and only the (item, sample) pairs not yet in 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .answers import parse_answer, same_answer
 from .benchmarks import Item, grade, load_benchmark
 from .errors import SIAError
 from .runner import GenerationSettings, Monitor
@@ -96,3 +98,22 @@ def collect(
         if progress:
             progress(min(start + batch_size, total), total, tokens)
     return plan
+
+
+def regrade(path: Path) -> tuple[int, int]:
+    """Re-parse and re-grade saved trajectories in place; return (records, records changed).
+
+    Why: answer parsing improves over time while generations cost hours, so saved traces are re-graded
+    rather than regenerated. The file is replaced atomically, so an interruption leaves the old one intact.
+    """
+    records = list(read_trajectories(path))
+    changed = 0
+    for record in records:
+        parsed = parse_answer(record.final_text, record.answer_space)
+        correct = None if record.gold is None else same_answer(parsed, record.gold, record.answer_space)
+        changed += (parsed, correct) != (record.parsed_answer, record.correct)
+        record.parsed_answer, record.correct = parsed, correct
+    staging = path.with_name(".regrade-" + path.name)
+    write_trajectories(staging, records, append=False)
+    os.replace(staging, path)
+    return len(records), changed

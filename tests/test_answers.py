@@ -40,7 +40,7 @@ def test_normalize_number(text: str, expected: str | None) -> None:
         ("The answer is 5.\nSo the final result is \\boxed{8}", "8"),  # ...whichever form it takes
         ("The answer is \\boxed{7}. Then again, the answer is 9", "9"),  # also on one line
         ("The answer is \\boxed{7}", "7"),
-        ("I added 3 and 4 to get 7.", None),
+        ("I added 3 and 4 to get 7.", "7"),
         ("", None),
     ],
 )
@@ -131,3 +131,22 @@ def test_answer_space_validation_and_round_trip() -> None:
                 lambda: AnswerSpace("candidates")):
         with pytest.raises(SIAError):
             bad()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("18 - 9 = 9\n\nTherefore, Paco ate 9 more cookies than those he gave to his friend.", "9"),
+        ("4 + 8 = 12\nThe final number of birds sitting on the fence is 12 birds.", "12"),
+        ("\\[49 + 40 = 89\\]\n\nSo, the store had a total of 89 bottles altogether.\n\n", "89"),
+        ("I cannot tell.", None),
+    ],
+)
+def test_numeric_answer_stated_in_prose(text: str, expected: str | None) -> None:
+    assert parse_answer(text, NUMERIC) == expected
+
+
+def test_choice_in_prose_needs_an_explicit_label() -> None:
+    space = parse_choices("A) red B) blue C) green")
+    assert parse_answer("So the correct option is (B) blue.", space) == "B"
+    assert parse_answer("A plant is green because of chlorophyll.", space) is None

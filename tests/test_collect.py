@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sia_monitor.collect import collect
+from sia_monitor.collect import collect, regrade
 from sia_monitor.errors import SIAError
 from sia_monitor.runner import GenerationSettings
 from sia_monitor.trajectory import read_trajectories, write_trajectories
@@ -77,3 +77,17 @@ def test_killed_collection_resumes_without_duplicates(data_dir: Path, tmp_path: 
     ids = [r.item_id for r in records]
     assert sorted(ids) == sorted({*ids}) == ["chal-1", "chal-2", "chal-3", "chal-4", "chal-5"]
     assert [r.final_text for r in records[: len(first)]] == [r.final_text for r in first]
+
+
+def test_regrade_rereads_answers_in_place(smol, data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "svamp.jsonl.gz"
+    collect(smol, "svamp", out, str(data_dir), limit=2, batch_size=2, settings=SETTINGS)
+    records = list(read_trajectories(out))
+    records[0].final_text = f"So the answer is {records[0].gold}."
+    records[1].final_text = "Therefore, she has 123456 left."
+    write_trajectories(out, records, append=False)
+    total, _ = regrade(out)
+    assert total == 2
+    first, second = read_trajectories(out)
+    assert (first.parsed_answer, first.correct) == (records[0].gold, True)
+    assert (second.parsed_answer, second.correct) == ("123456", False)
