@@ -37,12 +37,16 @@ console = Console()
 class NaiveMonitor(SIAMonitor):
     """Same steps, same estimator, same single forward per probe — but over the whole text, without a cache."""
 
+    def __init__(self, *args, prompt_ids: torch.Tensor, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.prompt_ids = prompt_ids
+
     def _probe(self, closed, length):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
         assert self.prompt_mask is not None
         for index, step in closed.items():
             row = self.rows[index]
-            prompt = self._prompt_ids[index][self.prompt_mask[index].bool()].tolist()
+            prompt = self.prompt_ids[index][self.prompt_mask[index].bool()].tolist()
             prefix = prompt + row.tokens + self._suffix(row.space, step.at_line_start)
             tree, plan = row.estimator.plan(prefix, row.context)
             fresh = DynamicCache()
@@ -73,10 +77,12 @@ def timed_generate(mon: Monitor, question: str, space, max_new: int, mode: str) 
     cache = DynamicCache(config=mon.model.config)
     monitor = None
     if mode != "plain":
-        cls = SIAMonitor if mode == "monitored" else NaiveMonitor
-        monitor = cls(mon.model, mon.tokenizer, cache, space, [question], model_id=mon.loaded.model_id)
+        common = (mon.model, mon.tokenizer, cache, space, [question])
+        if mode == "monitored":
+            monitor = SIAMonitor(*common, model_id=mon.loaded.model_id)
+        else:
+            monitor = NaiveMonitor(*common, model_id=mon.loaded.model_id, prompt_ids=encoding["input_ids"])
         monitor.begin(encoding["attention_mask"])
-        monitor._prompt_ids = encoding["input_ids"]  # type: ignore[attr-defined]
         processors.append(monitor)
     started = time.perf_counter()
     with torch.inference_mode():
