@@ -28,6 +28,7 @@ from .answers import NUMERIC, AnswerSpace, parse_choices
 from .benchmarks import BENCHMARKS
 from .errors import SIAError
 from .models import DEFAULT_MODEL, REGISTRY, cache_root, locate_parts
+from .prompts import format_question
 from .segmentation import SEGMENTER_MODES
 from .trajectory import MonitorEvent, StepRecord, Trajectory, write_trajectories
 
@@ -146,8 +147,7 @@ def command_run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
     space = resolve_space(args)
-    if not args.question.strip():
-        raise SIAError("The question is empty.", 'Pass the question text, e.g. sia-monitor run "What is 2+3?".')
+    format_question(args.question, space)  # the same check generation makes, but before the model loads
     settings = _settings(args)
     monitor = _load_monitor(args, err)
     cancel = threading.Event()
