@@ -17,11 +17,11 @@ _EXPORTS = {
     "SIAMonitor": "monitor", "Monitor": "runner", "GenerationSettings": "runner", "RowStopper": "stopping",
     "CancelOnEvent": "stopping", "Trajectory": "trajectory", "StepRecord": "trajectory",
     "MonitorEvent": "trajectory", "read_trajectories": "trajectory", "write_trajectories": "trajectory",
-    "load_benchmark": "benchmarks",
+    "load_benchmark": "benchmarks", "Prefix": "scoring", "StepScorer": "scoring",
 }
 __all__ = [
     "DEFAULT_MODEL", "NUMERIC", "AnswerDistribution", "AnswerSpace", "CancelOnEvent", "GenerationSettings",
-    "Monitor", "MonitorEvent", "RowStopper", "SIAError", "SIAMonitor", "StepRecord", "Trajectory",
+    "Monitor", "MonitorEvent", "Prefix", "RowStopper", "SIAError", "SIAMonitor", "StepRecord", "StepScorer", "Trajectory",
     "load_benchmark", "load_model", "parse_answer", "parse_choices", "read_trajectories", "write_trajectories",
 ]
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .models import DEFAULT_MODEL, load_model
     from .monitor import SIAMonitor
     from .runner import GenerationSettings, Monitor
+    from .scoring import Prefix, StepScorer
     from .stopping import CancelOnEvent, RowStopper
     from .trajectory import MonitorEvent, StepRecord, Trajectory, read_trajectories, write_trajectories
 

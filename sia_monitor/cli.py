@@ -4,7 +4,9 @@ Commands:
   run       stream one generation and print, after every reasoning step, the conditional answer entropy
   collect   run the monitor over a benchmark and append graded trajectories (resumable)
   regrade   re-parse and re-grade saved trajectories with the current answer parser
-  models    list the named models and whether they are installed
+  fit       fit the calibrators in calibrators/recipes.toml from the committed trajectories
+  evaluate  write the calibration report (tables, PNG plots) from the fitted calibrators
+  models    list the named models, whether they are installed, and their calibrators
 
 Every user error ends with one line on stderr and exit status 2; Ctrl-C saves what was generated.
 """
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--candidates", default=None, help='answers to score exactly, separated by ";"')
     run.add_argument("--save", type=Path, default=None, help="append the trajectory to this JSONL(.gz) file")
     run.add_argument("--json", action="store_true", help="print one JSON event per line instead of text")
+    _calibrator_options(run)
     _model_options(run)
 
     col = commands.add_parser(
@@ -96,8 +99,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     regrade.add_argument("files", nargs="+", type=Path, help="trajectory files (.jsonl or .jsonl.gz)")
 
-    commands.add_parser("models", help="list the named models, their sources and whether they are installed")
+    fit = commands.add_parser(
+        "fit", help="fit the shipped calibrators from the committed trajectories (no model needed)",
+        description="Fit every calibrator listed in calibrators/recipes.toml: choose logistic regression or "
+        "HistGradientBoosting and isotonic or sigmoid calibration by grouped cross-validation on the training "
+        "questions, fit, and write calibrators/shipped/<model>/<name>.skops with a JSON card (model, data, "
+        "held-out metrics, sha256).",
+    )
+    fit.add_argument("--recipes", type=Path, default=None, help="recipes file (default: calibrators/recipes.toml)")
+    fit.add_argument("--shipped", type=Path, default=None, metavar="DIR",
+                     help="write the calibrators under DIR/<model>/ instead of calibrators/shipped")
+    fit.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                     help="fit only these recipes (name, or model/name)")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="write the calibration report: tables and plots (no model needed)",
+        description="Score the fitted calibrators against four baselines (answer entropy, mean token entropy, "
+        "DeepConf lowest-window confidence, top-1 probability) at 25/50/75/100%% of each trace and at steps "
+        "1-5 on held-out questions (ROC-AUC, Brier, ECE, PRR), test the SIA signatures, and write report.json, "
+        "report.md and PNG plots.",
+    )
+    evaluate.add_argument("--recipes", type=Path, default=None, help="recipes file (default: calibrators/recipes.toml)")
+    evaluate.add_argument("--out", type=Path, default=None,
+                          help="output folder (default: benchmarks/results/calibration)")
+    evaluate.add_argument("--shipped", type=Path, default=None, metavar="DIR",
+                          help="read the calibrators from DIR/<model>/ instead of calibrators/shipped")
+    evaluate.add_argument("--update", type=Path, default=None, metavar="BENCHMARKS.md",
+                          help="also replace the calibration section of this markdown file")
+
+    commands.add_parser("models", help="list the named models, whether they are installed, and their calibrators")
     return parser
+
+
+def _calibrator_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calibrator", default="auto",
+                        help="where P(correct) comes from: auto (the calibrator shipped for this model and answer "
+                        "type, if any), none, or a .skops file")
+    parser.add_argument("--force", action="store_true",
+                        help="use --calibrator even if it was fitted for another model or answer type")
 
 
 def resolve_space(args: argparse.Namespace) -> AnswerSpace:
@@ -137,10 +176,27 @@ def _step_line(step: StepRecord) -> Text:
     """One row per step; built as Text, not markup, because steps are full of brackets (LaTeX)."""
     text = step.text if len(step.text) <= 28 else step.text[:27] + "…"
     top = " · ".join(f"{a} {p:.2f}" for a, p in step.top[:3]) or "-"
+    p_correct: tuple[str, str] | str = ""
+    if step.p_correct is not None:
+        style = "bold green" if step.p_correct >= 0.6 else "bold yellow" if step.p_correct >= 0.3 else "bold red"
+        p_correct = (f" │ P(correct) {step.p_correct:.2f}", style)
     return Text.assemble(
         (f"  ↳ step {step.index + 1:>2}", "bold cyan"), " │ H ", (f"{step.entropy_bits:4.2f}", "bold"),
-        f" bits │ {top} │ ", (f"covered {step.covered:.2f} │ {text}", "dim"),
+        " bits", p_correct, f" │ {top} │ ", (f"covered {step.covered:.2f} │ {text}", "dim"),
     )
+
+
+def _load_calibrator(args: argparse.Namespace, model_id: str, space: AnswerSpace, err: Console):  # type: ignore[no-untyped-def]
+    """The calibrator for `run`, or None (said once on stderr, so the user knows P(correct) is missing)."""
+    if args.calibrator == "none":
+        return None
+    from calibrators import calibrator_for
+
+    calibrator = calibrator_for(model_id, space, args.calibrator, force=args.force)
+    if calibrator is None:
+        err.print(f"[dim]No calibrator ships for {escape(model_id)} with {space.kind} answers: showing the "
+                  "entropy only (fit one with `sia-monitor fit`).[/]")
+    return calibrator
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -150,6 +206,7 @@ def command_run(args: argparse.Namespace) -> int:
     format_question(args.question, space)  # the same check generation makes, but before the model loads
     settings = _settings(args)
     monitor = _load_monitor(args, err)
+    monitor.scorer = _load_calibrator(args, monitor.loaded.model_id, space, err)
     cancel = threading.Event()
     started = time.perf_counter()
     trajectory: Trajectory | None = None
@@ -234,6 +291,60 @@ def command_regrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipes(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from calibrators.fitting import RECIPES, load_recipes
+
+    recipes = load_recipes(args.recipes or RECIPES)
+    only = getattr(args, "only", None)
+    if only:
+        wanted = [r for r in recipes if r.name in only or r.key in only]
+        unknown = set(only) - {r.name for r in wanted} - {r.key for r in wanted}
+        if unknown:
+            raise SIAError(f"No recipe named {', '.join(sorted(unknown))}.",
+                           f"Recipes: {', '.join(r.key for r in recipes)}.")
+        recipes = wanted
+    return recipes
+
+
+def command_fit(args: argparse.Namespace) -> int:
+    from calibrators.artifact import SHIPPED_DIR
+    from calibrators.fitting import fit_all
+
+    err = Console(stderr=True, highlight=False)
+    recipes = _recipes(args)
+    started = time.perf_counter()
+    with err.status("fitting") as status:
+        fitted = fit_all(recipes, progress=lambda message: status.update(escape(message)),
+                         shipped_dir=args.shipped or SHIPPED_DIR)
+    for key, (calibrator, _, _) in fitted.items():
+        metrics = calibrator.info.metrics
+        last, half, every = metrics["at_last_step"], metrics["at_50pct"], metrics["all_prefixes"]
+        err.print(f"[bold]{escape(key)}[/]: {calibrator.info.config['model']} + {calibrator.info.config['method']}; "
+                  f"held-out AUROC {half['auroc']:.3f} at 50%, {last['auroc']:.3f} at the last step; "
+                  f"ECE {every['ece']:.3f} over every step ({metrics['heldout_traces']} traces)")
+    err.print(f"[dim]{len(fitted)} calibrators written to {escape(str(args.shipped or SHIPPED_DIR))} in "
+              f"{time.perf_counter() - started:.1f} s[/]")
+    return 0
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from calibrators.artifact import SHIPPED_DIR
+    from calibrators.report import DEFAULT_OUT, build_report, write_report
+
+    err = Console(stderr=True, highlight=False)
+    started = time.perf_counter()
+    with err.status("evaluating") as status:
+        built = build_report(_recipes(args), args.shipped or SHIPPED_DIR,
+                             progress=lambda message: status.update(escape(message)))
+        command = "sia-monitor evaluate" + (f" --update {args.update}" if args.update else "")
+        written = write_report(built, args.out or DEFAULT_OUT, command, args.update)
+    for row in built["json"]["targets"]:
+        mark = "[green]met[/]" if row["met"] else "[red]not met[/]"
+        err.print(f"{escape(row['calibrator'])}: {escape(row['target'])} {row['goal']}: {row['measured']:.3f} {mark}")
+    err.print(f"[dim]wrote {', '.join(escape(str(p)) for p in written)} in {time.perf_counter() - started:.1f} s[/]")
+    return 0
+
+
 def command_models(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     for spec in REGISTRY.values():
@@ -246,12 +357,17 @@ def command_models(args: argparse.Namespace) -> int:
         default = " (default)" if spec.name == DEFAULT_MODEL else ""
         console.print(f"[bold]{spec.name}[/]{default}: {spec.description}; {state}"
                       f"{'; converted' if converted else ''}; license {spec.license}")
+        from calibrators.artifact import SHIPPED_DIR
+
+        for path in sorted((SHIPPED_DIR / spec.name).glob("*.skops")):
+            console.print(f"    calibrator {path.stem}: {escape(str(path))}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": command_run, "collect": command_collect, "regrade": command_regrade, "models": command_models}
+    handlers = {"run": command_run, "collect": command_collect, "regrade": command_regrade, "fit": command_fit,
+                "evaluate": command_evaluate, "models": command_models}
     try:
         return handlers[args.command](args)
     except SIAError as exc:

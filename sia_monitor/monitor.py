@@ -27,6 +27,7 @@ from .answers import AnswerDistribution, AnswerSpace, parse_answer
 from .estimators import Estimator, ProbeContext, make_estimator, recent_first
 from .probe import ProbeTree, run_probe
 from .prompts import probe_suffix
+from .scoring import Prefix, StepScorer
 from .segmentation import CompletedStep, SegmenterMode, StepSegmenter, TokenText
 from .stopping import RowStopper
 from .trajectory import MonitorEvent, StepRecord, Trajectory
@@ -61,7 +62,8 @@ class SIAMonitor(LogitsProcessor):
     numeric candidates with the numbers of the question. `on_event` receives token, step and final events as
     they happen (called from the generating thread). `probe=False` records per-token signals only.
     `row_stopper`: the `RowStopper` passed to the same `generate`, so that the padding `generate` writes for a
-    row it stopped is not read as that row's tokens.
+    row it stopped is not read as that row's tokens. `scorer` (a fitted calibrator, see `scoring.StepScorer`)
+    fills each step's `p_correct` before its event is sent.
     """
 
     def __init__(
@@ -76,7 +78,8 @@ class SIAMonitor(LogitsProcessor):
         on_event: EventSink | None = None,
         probe: bool = True,
         model_id: str = "",
-        row_stopper: RowStopper | None = None,
+            row_stopper: RowStopper | None = None,
+        scorer: StepScorer | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -88,6 +91,7 @@ class SIAMonitor(LogitsProcessor):
         self.on_event = on_event
         self.probe_enabled = probe
         self.row_stopper = row_stopper
+        self.scorer = scorer
         self.model_id = model_id or getattr(getattr(model, "config", None), "name_or_path", "")
         self.text = TokenText(tokenizer)
         self._eos = self._eos_ids()
@@ -234,9 +238,18 @@ class SIAMonitor(LogitsProcessor):
             row.context.previous = dist
             record = StepRecord.from_distribution(len(row.steps), step.token_start, step.token_end, step.text, dist)
             row.steps.append(record)
+            if self.scorer is not None:
+                record.p_correct = round(self.scorer.p_correct(self._prefix(row)), 4)
             if self.on_event:
                 self.on_event(MonitorEvent("step", row=index, step=record))
         self.probe_seconds += time.perf_counter() - started
+
+    @staticmethod
+    def _prefix(row: _Row) -> Prefix:
+        # token signals are recorded one call behind the tokens, so after token n the first n are known
+        tokens = row.steps[-1].tokens_so_far
+        return Prefix(row.question, row.space, list(row.steps), row.token_entropy[:tokens],
+                      row.token_confidence[:tokens])
 
     # -- after generate -----------------------------------------------------------------------------------
     def finish(

@@ -21,6 +21,7 @@ from .errors import SIAError
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .monitor import EventSink, SIAMonitor
 from .prompts import build_messages
+from .scoring import StepScorer
 from .segmentation import SegmenterMode
 from .stopping import CancelOnEvent, RowStopper
 from .trajectory import MonitorEvent, Trajectory
@@ -42,12 +43,22 @@ class GenerationSettings:
 
 
 class Monitor:
-    """A loaded model plus the SIA hook: `generate()` for batches, `stream()` for one live generation."""
+    """A loaded model plus the SIA hook: `generate()` for batches, `stream()` for one live generation.
 
-    def __init__(self, loaded: LoadedModel, segmenter: SegmenterMode = "line", step_regex: str | None = None) -> None:
+    `scorer`: a fitted calibrator (`calibrators.load_calibrator`) that gives every step its live `p_correct`.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        segmenter: SegmenterMode = "line",
+        step_regex: str | None = None,
+        scorer: StepScorer | None = None,
+    ) -> None:
         self.loaded = loaded
         self.segmenter = segmenter
         self.step_regex = step_regex
+        self.scorer = scorer
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, **kwargs: Any) -> Monitor:
@@ -100,7 +111,7 @@ class Monitor:
         monitor = SIAMonitor(
             self.model, self.tokenizer, cache, space_list, questions,
             segmenter=self.segmenter, step_regex=self.step_regex, on_event=on_event, probe=probe,
-            model_id=self.loaded.model_id, row_stopper=row_stopper,
+            model_id=self.loaded.model_id, row_stopper=row_stopper, scorer=self.scorer,
         )
         monitor.begin(encoding["attention_mask"])
         torch.manual_seed(settings.seed)

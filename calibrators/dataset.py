@@ -1,0 +1,102 @@
+"""Graded trajectories turned into one row per prefix, with the question id every split must group by.
+
+Every prefix k = 1..n of a trajectory becomes a row labelled with the trajectory's final correctness. Rows of
+one question (all its prefixes, and every sample drawn for it) share a group id, and the held-out split is
+decided per group from a hash of that id, so it does not depend on file order and never changes when more
+trajectories are collected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sia_monitor.errors import SIAError
+from sia_monitor.trajectory import Trajectory, read_trajectories
+
+from .features import FEATURE_NAMES, trajectory_features
+
+HELDOUT_FRACTION = 0.3
+
+
+def question_id(trajectory: Trajectory) -> str:
+    """The group a trajectory belongs to: its benchmark item, or its question text when it has none."""
+    if trajectory.item_id:
+        return f"{trajectory.benchmark or ''}:{trajectory.item_id}"
+    return "q:" + hashlib.sha1(trajectory.question.encode()).hexdigest()[:16]
+
+
+def is_heldout(group: str, fraction: float = HELDOUT_FRACTION) -> bool:
+    """Whether a question is in the fixed held-out split (a stable hash of its id, not a random draw)."""
+    digest = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16)
+    return digest / 0xFFFFFFFF < fraction
+
+
+def load_graded(paths: Iterable[str | Path]) -> list[Trajectory]:
+    """Read trajectory files, keeping graded records; an ungraded file is an error (run `regrade`)."""
+    trajectories: list[Trajectory] = []
+    for path in paths:
+        records = list(read_trajectories(path, skip_truncated_tail=True))
+        graded = [t for t in records if t.correct is not None]
+        if records and not graded:
+            raise SIAError(f"{path} holds no graded trajectories.",
+                           "Collect with `sia-monitor collect` (it grades), or re-grade with `sia-monitor regrade`.")
+        trajectories.extend(graded)
+    return trajectories
+
+
+@dataclass
+class PrefixTable:
+    """Rows = prefixes. `trace` indexes `trajectories`; `k` is the step count of the prefix (1-based)."""
+
+    trajectories: list[Trajectory]
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    trace: np.ndarray
+    k: np.ndarray
+    n_steps: np.ndarray  # steps of the whole trace the row comes from
+    skipped: int = 0  # trajectories without any step (nothing to score before the answer)
+    feature_names: tuple[str, ...] = field(default=FEATURE_NAMES)
+
+    @classmethod
+    def build(cls, trajectories: Sequence[Trajectory]) -> PrefixTable:
+        kept = [t for t in trajectories if t.steps and t.correct is not None]
+        blocks = [trajectory_features(t) for t in kept]
+        lengths = np.array([len(t.steps) for t in kept], dtype=int)
+        trace = np.repeat(np.arange(len(kept)), lengths)
+        return cls(
+            trajectories=kept,
+            X=np.vstack(blocks) if blocks else np.empty((0, len(FEATURE_NAMES))),
+            y=np.repeat([int(bool(t.correct)) for t in kept], lengths),
+            groups=np.repeat([question_id(t) for t in kept], lengths),
+            trace=trace,
+            k=np.concatenate([np.arange(1, n + 1) for n in lengths]) if len(kept) else np.empty(0, dtype=int),
+            n_steps=np.repeat(lengths, lengths),
+            skipped=len(trajectories) - len(kept),
+        )
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, rows: np.ndarray) -> PrefixTable:
+        """The rows selected by a boolean mask (trajectories are shared, indices keep their meaning)."""
+        return PrefixTable(self.trajectories, self.X[rows], self.y[rows], self.groups[rows], self.trace[rows],
+                           self.k[rows], self.n_steps[rows], self.skipped, self.feature_names)
+
+    def heldout_rows(self, fraction: float = HELDOUT_FRACTION) -> np.ndarray:
+        flags = {g: is_heldout(g, fraction) for g in set(self.groups.tolist())}
+        return np.array([flags[g] for g in self.groups], dtype=bool)
+
+    def at_fraction(self, fraction: float) -> np.ndarray:
+        """Row indices of each trace's prefix at `fraction` of its steps (k = ceil(fraction * n), at least 1)."""
+        target = np.maximum(1, np.ceil(fraction * self.n_steps - 1e-9)).astype(int)
+        return np.flatnonzero(self.k == target)
+
+    def at_step(self, k: int) -> np.ndarray:
+        """Row indices of prefix k of every trace that has at least k steps."""
+        return np.flatnonzero(self.k == k)

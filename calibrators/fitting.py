@@ -1,0 +1,213 @@
+"""Fit the calibrators listed in `recipes.toml`: choose a model by grouped CV, fit, save with a card.
+
+Model choice happens on the training questions only (grouped K-fold by question id): every combination of
+base model (logistic, HistGradientBoosting) and calibration (isotonic, sigmoid) is scored by out-of-fold Brier
+score, and the lowest wins. The held-out questions are touched once, by `evaluation`, after fitting.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import brier_score_loss, roc_auc_score
+from sklearn.model_selection import GroupKFold
+from threadpoolctl import threadpool_limits
+
+from sia_monitor.answers import AnswerSpace
+from sia_monitor.errors import SIAError
+from sia_monitor.prompts import probe_suffix
+
+from .artifact import SHIPPED_DIR, Calibrator, CalibratorInfo, load_calibrator, save_calibrator
+from .dataset import HELDOUT_FRACTION, PrefixTable, load_graded
+from .estimator import StepCalibrator
+from .metrics import summary_metrics
+
+RECIPES = Path(__file__).parent / "recipes.toml"
+CANDIDATES: tuple[dict[str, str], ...] = tuple(
+    {"model": m, "method": c} for m, c in product(("logistic", "hgb"), ("isotonic", "sigmoid"))
+)
+SELECTION_FOLDS = 3
+# ONE_THREAD: HistGradientBoosting's OpenMP threads spin-wait; next to a running model (collection, the TUI)
+# they slowed fitting 50x on 2 cores. These data fit in seconds on one thread, so fitting always uses one.
+EVALUATION_FOLDS = 5
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Recipe:
+    """One calibrator to fit: for which model and answer kinds, on which trajectory files, evaluated how."""
+
+    name: str
+    model: str
+    kinds: list[str]
+    data: list[Path]
+    evaluation: str = "heldout"
+    config_from: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.name}"
+
+    def artifact(self, shipped_dir: Path = SHIPPED_DIR) -> Path:
+        return shipped_dir / self.model / f"{self.name}.skops"
+
+
+def load_recipes(path: str | Path = RECIPES) -> list[Recipe]:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SIAError(f"Cannot read calibrator recipes {path}: {exc}.") from exc
+    recipes = []
+    for entry in raw.get("calibrator", []):
+        try:
+            recipe = Recipe(**{**entry, "data": [path.parent / p for p in entry["data"]]})
+        except (TypeError, KeyError) as exc:
+            raise SIAError(f"{path}: malformed [[calibrator]] entry {entry.get('name')!r} ({exc}).") from exc
+        if recipe.evaluation not in ("heldout", "cv"):
+            raise SIAError(f"{path}: evaluation must be 'heldout' or 'cv', not {recipe.evaluation!r}.")
+        recipes.append(recipe)
+    return recipes
+
+
+def recipe_table(recipe: Recipe) -> PrefixTable:
+    missing = [str(p) for p in recipe.data if not p.is_file()]
+    if missing:
+        raise SIAError(f"Calibrator '{recipe.key}' needs trajectory files that are missing: {', '.join(missing)}.",
+                       "They are committed under calibrators/data in the repository; or collect them with "
+                       "`sia-monitor collect`.")
+    return PrefixTable.build(load_graded(recipe.data))
+
+
+def grouped_oof(table: PrefixTable, config: dict[str, Any], folds: int) -> np.ndarray:
+    """Out-of-fold P(correct) for every row, folds split by question."""
+    oof = np.zeros(len(table))
+    for train, test in GroupKFold(n_splits=folds).split(table.X, table.y, table.groups):
+        model = StepCalibrator(**config).fit(table.X[train], table.y[train], groups=table.groups[train])
+        oof[test] = model.p_correct(table.X[test])
+    return oof
+
+
+@dataclass
+class Selection:
+    """Which configuration won on the training questions, and the CV scores of every candidate."""
+
+    config: dict[str, Any]
+    scores: list[dict[str, Any]] = field(default_factory=list)
+
+
+def select_config(table: PrefixTable, progress: Progress | None = None) -> Selection:
+    """The candidate with the lowest grouped out-of-fold Brier score on `table` (training questions only)."""
+    scores = []
+    for config in CANDIDATES:
+        if progress:
+            progress(f"CV {config['model']} + {config['method']}")
+        oof = grouped_oof(table, config, SELECTION_FOLDS)
+        scores.append({**config, "brier": float(brier_score_loss(table.y, oof)),
+                       "auroc": float(roc_auc_score(table.y, oof))})
+    best = min(scores, key=lambda s: s["brier"])
+    return Selection({"model": best["model"], "method": best["method"]}, scores)
+
+
+def training_rows(recipe: Recipe, table: PrefixTable) -> np.ndarray:
+    """Rows the shipped calibrator is fitted on: outside the held-out split, or everything for 'cv' recipes."""
+    return ~table.heldout_rows() if recipe.evaluation == "heldout" else np.ones(len(table), dtype=bool)
+
+
+def fit_recipe(
+    recipe: Recipe,
+    selections: dict[str, Selection],
+    progress: Progress | None = None,
+    shipped_dir: Path = SHIPPED_DIR,
+) -> tuple[Calibrator, PrefixTable, Selection]:
+    """Fit one recipe (choosing its configuration, or borrowing the one chosen for `config_from`)."""
+    table = recipe_table(recipe)
+    train = table.subset(training_rows(recipe, table))
+    if recipe.config_from:
+        selection = _borrowed_selection(recipe, selections, shipped_dir)
+    else:
+        selection = select_config(train, progress)
+    if progress:
+        progress(f"fit {selection.config['model']} + {selection.config['method']}")
+    estimator = StepCalibrator(**selection.config).fit(train.X, train.y, groups=train.groups)
+    trajectories = train.trajectories
+    info = CalibratorInfo(
+        name=recipe.name,
+        model_id=recipe.model,
+        answer_kinds=list(recipe.kinds),
+        suffixes={kind: probe_suffix(_space(kind)) for kind in recipe.kinds},
+        segmenter=trajectories[0].segmenter if trajectories else "line",
+        config={**selection.config, "selection": selection.scores, "selection_folds": SELECTION_FOLDS},
+        data=_describe(recipe, table),
+        metrics={},
+    )
+    info.config["trained_on"] = {
+        "split": f"questions outside the {HELDOUT_FRACTION:.0%} held-out split" if recipe.evaluation == "heldout"
+        else "all questions (report: grouped 5-fold CV)",
+        "traces": len(set(train.trace.tolist())),
+        "prefixes": len(train),
+    }
+    return Calibrator(estimator, info), table, selection
+
+
+def _borrowed_selection(recipe: Recipe, selections: dict[str, Selection], shipped_dir: Path) -> Selection:
+    """The configuration chosen for `recipe.config_from`: fitted earlier in this run, or read from its artifact."""
+    source = recipe.config_from or ""
+    if source in selections:
+        return Selection(selections[source].config, [])
+    path = shipped_dir / f"{source}.skops"
+    if not path.is_file():
+        raise SIAError(f"Calibrator '{recipe.key}' takes its configuration from '{source}', which is neither "
+                       "fitted in this run nor shipped.", f"Fit '{source}' first.")
+    config = load_calibrator(path).info.config
+    return Selection({"model": config["model"], "method": config["method"]}, [])
+
+
+def _space(kind: str) -> AnswerSpace:
+    return AnswerSpace(kind, labels=("A", "B")) if kind == "choice" else AnswerSpace(kind)  # type: ignore[arg-type]
+
+
+def _describe(recipe: Recipe, table: PrefixTable) -> list[dict[str, Any]]:
+    """Per benchmark in the data: traces with steps and their accuracy (the card's "data")."""
+    by_benchmark: dict[str, list[bool]] = {}
+    for t in table.trajectories:
+        by_benchmark.setdefault(t.benchmark or "?", []).append(bool(t.correct))
+    return [{"benchmark": name, "traces": len(flags), "accuracy": round(sum(flags) / len(flags), 4),
+             "files": [p.name for p in recipe.data]} for name, flags in sorted(by_benchmark.items())]
+
+
+def heldout_predictions(recipe: Recipe, calibrator: Calibrator, table: PrefixTable) -> tuple[PrefixTable, np.ndarray]:
+    """The rows a recipe is judged on and P(correct) for each, never from a model that saw their question.
+
+    'heldout': the shipped calibrator on the held-out questions. 'cv': grouped 5-fold out-of-fold predictions
+    with the calibrator's configuration (the shipped one saw every question, so it cannot be judged on them).
+    """
+    if recipe.evaluation == "heldout":
+        test = table.subset(table.heldout_rows())
+        return test, calibrator.estimator.p_correct(test.X)
+    config = {"model": calibrator.info.config["model"], "method": calibrator.info.config["method"]}
+    return table, grouped_oof(table, config, EVALUATION_FOLDS)
+
+
+def fit_all(
+    recipes: list[Recipe], progress: Progress | None = None, save: bool = True, shipped_dir: Path = SHIPPED_DIR
+) -> dict[str, tuple[Calibrator, PrefixTable, Selection]]:
+    """Fit every recipe in order, put its held-out summary on its card and (with `save`) write it to
+    <shipped_dir>/<model>/<name>.skops (by default the calibrators that ship with sia-monitor)."""
+    fitted: dict[str, tuple[Calibrator, PrefixTable, Selection]] = {}
+    with threadpool_limits(limits=1):  # see ONE_THREAD
+        for recipe in recipes:
+            say = (lambda m, r=recipe: progress(f"{r.key}: {m}")) if progress else None
+            calibrator, table, selection = fit_recipe(recipe, {k: v[2] for k, v in fitted.items()}, say, shipped_dir)
+            test, p = heldout_predictions(recipe, calibrator, table)
+            calibrator.info.metrics = summary_metrics(test, p)
+            fitted[recipe.key] = (calibrator, table, selection)
+            if save:
+                save_calibrator(calibrator, recipe.artifact(shipped_dir))
+    return fitted

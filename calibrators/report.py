@@ -1,0 +1,358 @@
+"""`sia-monitor evaluate`: compute the calibration report from the shipped calibrators and committed data.
+
+Writes report.json (every number), report.md (the tables) and three PNGs into one folder, and can splice the
+tables into BENCHMARKS.md between `<!-- calibration:begin -->` and `<!-- calibration:end -->`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from sia_monitor.errors import SIAError
+
+from . import plots
+from .artifact import SHIPPED_DIR, Calibrator, load_calibrator
+from .dataset import PrefixTable
+from .estimator import StepCalibrator
+from .evaluation import (
+    BASELINES,
+    FRACTIONS,
+    RecipeReport,
+    describe_data,
+    position_rows,
+    report_recipe,
+    sia_signatures,
+    transfer_rows,
+)
+from .features import COLUMN
+from .fitting import EVALUATION_FOLDS, Recipe, grouped_oof, load_recipes, recipe_table
+
+DEFAULT_OUT = Path("benchmarks/results/calibration")
+BEGIN, END = "<!-- calibration:begin -->", "<!-- calibration:end -->"
+QUESTION_FEATURES = ("question_words", "question_numbers")
+TARGETS = {"auroc_last": 0.82, "auroc_50": 0.65, "ece": 0.05, "margin": 0.03}
+Progress = Callable[[str], None]
+
+
+def _load(recipe: Recipe, shipped_dir: Path) -> Calibrator:
+    path = recipe.artifact(shipped_dir)
+    if not path.is_file():
+        raise SIAError(f"No fitted calibrator for '{recipe.key}' at {path}.", "Run `sia-monitor fit` first.")
+    return load_calibrator(path)
+
+
+def ablation_without_question(recipe: Recipe, calibrator: Calibrator, table: PrefixTable) -> RecipeReport:
+    """The same recipe with the question features held constant: what the entropy curve alone achieves."""
+    blind = table.X.copy()
+    for name in QUESTION_FEATURES:
+        blind[:, COLUMN[name]] = 0.0
+    masked = PrefixTable(table.trajectories, blind, table.y, table.groups, table.trace, table.k, table.n_steps)
+    held = masked.heldout_rows()
+    config = {k: calibrator.info.config[k] for k in ("model", "method")}
+    if recipe.evaluation == "heldout":
+        train, test = masked.subset(~held), masked.subset(held)
+        p = StepCalibrator(**config).fit(train.X, train.y, groups=train.groups).p_correct(test.X)
+    else:
+        test, p = masked, grouped_oof(masked, config, EVALUATION_FOLDS)
+    report = RecipeReport(recipe.key + " (no question features)", recipe.evaluation, test, p)
+    report.rows = position_rows(test, p)
+    return report
+
+
+def same_questions(small: PrefixTable, large: PrefixTable, config: dict[str, Any]) -> dict[str, Any] | None:
+    """Both models on the questions both answered, each with grouped-CV P(correct) (None: too few shared)."""
+    shared = list(set(large.groups.tolist()) & set(small.groups.tolist()))
+    small = small.subset(np.isin(small.groups, shared))
+    large = large.subset(np.isin(large.groups, shared))
+    if len(shared) < 2 * EVALUATION_FOLDS:
+        return None
+    out: dict[str, Any] = {}
+    for label, table in (("small", small), ("large", large)):
+        p = grouped_oof(table, config, EVALUATION_FOLDS)
+        last = table.at_fraction(1.0)
+        out[label] = {"traces": len(set(table.trace.tolist())), "accuracy": float(table.y[last].mean()),
+                      "positions": position_rows(table, p)}
+    return out
+
+
+def _identity(t: Any) -> tuple[Any, ...]:
+    return (t.model_id, t.benchmark, t.item_id, t.question, t.generation.get("sample"), t.generation.get("seed"),
+            t.generation.get("temperature"))
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_report(
+    recipes: list[Recipe] | None = None,
+    shipped_dir: Path = SHIPPED_DIR,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Everything `evaluate` writes, as one JSON-able dict plus the RecipeReports the plots need."""
+    with threadpool_limits(limits=1):  # see fitting.ONE_THREAD
+        return _build_report(recipes if recipes is not None else load_recipes(), shipped_dir, progress)
+
+
+def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress | None) -> dict[str, Any]:
+    say = progress or (lambda message: None)
+    tables: dict[str, PrefixTable] = {}
+    calibrators: dict[str, Calibrator] = {}
+    reports: dict[str, RecipeReport] = {}
+    for recipe in recipes:
+        say(f"evaluating {recipe.key}")
+        tables[recipe.key] = recipe_table(recipe)
+        calibrators[recipe.key] = _load(recipe, shipped_dir)
+        reports[recipe.key] = report_recipe(recipe, calibrators[recipe.key], tables[recipe.key])
+    by_key = {r.key: r for r in recipes}
+
+    say("transfer and ablations")
+    transfer = []
+    for recipe in recipes:
+        if recipe.name != "pooled" or recipe.evaluation != "heldout":
+            continue
+        for other in recipes:
+            if other.model == recipe.model and other.name != "pooled" and other.evaluation == "heldout":
+                test = reports[other.key].table
+                transfer.append({"on": other.key, **transfer_rows(calibrators[recipe.key], test, recipe.key)})
+                transfer.append({"on": other.key, **transfer_rows(calibrators[other.key], test, other.key)})
+                for third in recipes:
+                    if third.model == recipe.model and third.name not in ("pooled", other.name) \
+                            and third.evaluation == "heldout":
+                        transfer.append({"on": other.key, **transfer_rows(calibrators[third.key], test, third.key)})
+    ablations = [ablation_without_question(r, calibrators[r.key], tables[r.key]) for r in recipes
+                 if r.name != "pooled"]
+
+    say("SIA signatures")
+    unique = {_identity(t): t for table in tables.values() for t in table.trajectories}  # recipes share files
+    all_traces = list(unique.values())
+    signature_groups: dict[str, list[Any]] = {}
+    for t in all_traces:
+        signature_groups.setdefault(f"{t.model_id} / {t.benchmark}", []).append(t)
+    signatures = {name: sia_signatures(ts) for name, ts in sorted(signature_groups.items())}
+
+    comparisons = {}
+    for recipe in recipes:
+        if recipe.evaluation != "cv" or not recipe.config_from:
+            continue
+        source = next((r for r in recipes if r.key == recipe.config_from), None)
+        if source is None:
+            continue
+        say(f"{source.model} vs {recipe.model} on the same questions")
+        config = {k: calibrators[recipe.key].info.config[k] for k in ("model", "method")}
+        both = same_questions(tables[source.key], tables[recipe.key], config)
+        if both is not None:
+            comparisons[recipe.key] = {"small_model": source.model, "large_model": recipe.model, **both}
+
+    result = {
+        "date": date.today().isoformat(), "commit": _git_commit(), "machine": _cpu(),
+        "data": describe_data(sorted(all_traces, key=lambda t: (t.model_id, t.benchmark or ""))),
+        "recipes": {key: {**report.to_json(), "recipe": by_key[key].name, "model": by_key[key].model}
+                    for key, report in reports.items()},
+        "transfer": transfer,
+        "ablations": {r.key: r.rows for r in ablations},
+        "sia": signatures,
+        "model_comparison": comparisons,
+    }
+    result["targets"] = check_targets(result, recipes)
+    return {"json": result, "reports": reports, "signatures": signatures}
+
+
+def check_targets(result: dict[str, Any], recipes: list[Recipe]) -> list[dict[str, Any]]:
+    """The issue's targets for the default model's dedicated calibrators, per benchmark family."""
+    rows = []
+    for recipe in recipes:
+        if recipe.evaluation != "heldout" or recipe.name == "pooled":
+            continue
+        entry = result["recipes"][recipe.key]
+        positions = {row["position"]: row for row in entry["positions"]}
+        worst_margin = min(
+            positions[f"{f:.0%}"]["calibrated"]["auroc"] - max(positions[f"{f:.0%}"][b]["auroc"] for b in BASELINES)
+            for f in FRACTIONS
+        )
+        checks = [
+            ("ROC-AUC at the last step", positions["100%"]["calibrated"]["auroc"], ">=", TARGETS["auroc_last"]),
+            ("ROC-AUC at 50% of steps", positions["50%"]["calibrated"]["auroc"], ">=", TARGETS["auroc_50"]),
+            ("ECE, every held-out step", entry["all_prefixes"]["ece"], "<=", TARGETS["ece"]),
+            ("ECE at the last step", positions["100%"]["calibrated"]["ece"], "<=", TARGETS["ece"]),
+            ("worst AUROC margin over the best baseline (25-100%)", worst_margin, ">=", TARGETS["margin"]),
+        ]
+        for name, value, op, target in checks:
+            met = value >= target if op == ">=" else value <= target
+            rows.append({"calibrator": recipe.key, "target": name, "goal": f"{op} {target}", "measured": value,
+                         "met": bool(met)})
+    return rows
+
+
+# -- markdown ---------------------------------------------------------------------------------------------
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.0%}"
+
+
+def markdown(result: dict[str, Any], command: str) -> str:
+    lines = [
+        f"Command: `{command}` · commit {result['commit']} · {result['date']} · {result['machine']}.",
+        ("Held-out = questions in the fixed 30% hash split (`calibrators/dataset.py`), never seen in fitting or "
+        "model choice; `cv` = grouped 5-fold out-of-fold predictions (small sets). Every signal is scored on the "
+        "same traces at each position. AUROC/PRR: higher is better; Brier/ECE (15 bins): lower is better."),
+        "",
+        "### Data (graded trajectories, bf16, greedy)",
+        "",
+        "| model | benchmark | traces | accuracy | mean steps | mean tokens | no step | last-step covered |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["data"]:
+        lines.append(f"| {row['model']} | {row['benchmark']} | {row['traces']} | {_f(row['accuracy'])} | "
+                     f"{row['mean_steps']:.1f} | {row['mean_tokens']:.0f} | {row['no_step']} | "
+                     f"{_f(row['last_step_covered'])} |")
+    lines += ["", "### Targets (default model, held-out)", "", "| calibrator | target | goal | measured | met |",
+              "|---|---|---|---|---|"]
+    for row in result["targets"]:
+        lines.append(f"| {row['calibrator']} | {row['target']} | {row['goal']} | {_f(row['measured'])} | "
+                     f"{'yes' if row['met'] else '**no**'} |")
+    for key, entry in result["recipes"].items():
+        ci = entry["auroc_95ci"]
+        lines += [
+            "", f"### {key} ({entry['evaluation']}; {entry['config']['model']} + {entry['config']['method']})", "",
+            (f"All prefixes: AUROC {_f(entry['all_prefixes']['auroc'])}, Brier {_f(entry['all_prefixes']['brier'])}, "
+            f"ECE {_f(entry['all_prefixes']['ece'])}. AUROC 95% bootstrap interval at 50%: "
+            f"{_f(ci['50%'][0])}–{_f(ci['50%'][1])}; at 100%: {_f(ci['100%'][0])}–{_f(ci['100%'][1])}."), "",
+            ("| position | traces | accuracy | **ours** | entropy | token entropy | DeepConf | top-1 | "
+            "Brier ours | ECE ours | ECE top-1 | PRR ours | best baseline PRR |"),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in entry["positions"]:
+            best_prr = max((row[b]["prr"] for b in BASELINES if not math.isnan(row[b]["prr"])), default=math.nan)
+            lines.append(
+                f"| {row['position']} | {row['n']} | {_f(row['accuracy'])} | **{_f(row['calibrated']['auroc'])}** | "
+                + " | ".join(_f(row[b]["auroc"]) for b in BASELINES)
+                + f" | {_f(row['calibrated']['brier'])} | {_f(row['calibrated']['ece'])} | {_f(row['top1']['ece'])} | "
+                f"{_f(row['calibrated']['prr'])} | {_f(best_prr)} |")
+        if entry["per_benchmark"]:
+            lines += ["", "| benchmark | traces | AUROC 25% | AUROC 50% | AUROC 75% | AUROC 100% | ECE all steps |",
+                      "|---|---|---|---|---|---|---|"]
+            for bench in entry["per_benchmark"]:
+                lines.append(f"| {bench['benchmark']} | {bench['traces']} | "
+                             + " | ".join(_f(bench[f"{f:.0%}"]["auroc"]) for f in FRACTIONS)
+                             + f" | {_f(bench['all_prefixes']['ece'])} |")
+        if entry["selection"]:
+            lines += ["", "Model choice (grouped 3-fold CV on the training questions; lowest Brier wins): "
+                      + "; ".join(f"{s['model']}+{s['method']} Brier {s['brier']:.4f} / AUROC {s['auroc']:.3f}"
+                                  for s in entry["selection"]) + "."]
+    if result["ablations"]:
+        lines += ["", "### Ablation: the entropy curve alone (question length and number count held constant)", "",
+                  "| calibrator | AUROC 25% | 50% | 75% | 100% | step 1 | step 3 | step 5 |", "|---|---|---|---|---|---|---|---|"]
+        for key, rows in result["ablations"].items():
+            by = {r["position"]: r["calibrated"]["auroc"] for r in rows}
+            lines.append(f"| {key} | " + " | ".join(_f(by.get(p)) for p in
+                                                     ("25%", "50%", "75%", "100%", "step 1", "step 3", "step 5")) + " |")
+    if result["transfer"]:
+        lines += ["", "### Transfer: pooled vs dedicated calibrators on each held-out set", "",
+                  "| held-out set | calibrator | AUROC 50% | AUROC 100% | ECE all steps | Brier all steps |",
+                  "|---|---|---|---|---|---|"]
+        for row in result["transfer"]:
+            lines.append(f"| {row['on']} | {row['calibrator']} | {_f(row['50%']['auroc'])} | "
+                         f"{_f(row['100%']['auroc'])} | {_f(row['all_prefixes']['ece'])} | "
+                         f"{_f(row['all_prefixes']['brier'])} |")
+    lines += ["", "### SIA signatures (all traces with ≥ 2 steps)", "",
+              ("| model / benchmark | traces | monotone: correct vs wrong | accuracy monotone vs not | Fisher p | "
+              "net decrease: correct vs wrong | Fisher p | mean slope correct vs wrong | Mann-Whitney p |"),
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, sig in result["sia"].items():
+        mono, net, slope = sig["monotone_decreasing"], sig["net_decrease"], sig["mean_slope"]
+        lines.append(
+            f"| {name} | {sig['traces']} | {_pct(mono['share_among_correct'])} vs {_pct(mono['share_among_wrong'])} | "
+            f"{_pct(mono['accuracy_with'])} vs {_pct(mono['accuracy_without'])} | {_f(mono['fisher_p'], 3)} | "
+            f"{_pct(net['share_among_correct'])} vs {_pct(net['share_among_wrong'])} | {_f(net['fisher_p'], 3)} | "
+            f"{_f(slope['correct'])} vs {_f(slope['wrong'])} | {_f(slope['mannwhitney_p'], 3)} |")
+    for key, comparison in result["model_comparison"].items():
+        small, large = comparison["small_model"], comparison["large_model"]
+        lines += ["", f"### {small} vs {large} on the same questions ({key}; grouped 5-fold CV for both)", "",
+                  (f"Accuracy {_f(comparison['small']['accuracy'])} vs {_f(comparison['large']['accuracy'])} on "
+                  f"{comparison['large']['traces']} questions."), "",
+                  "| position | entropy AUROC small | entropy AUROC large | ours small | ours large |",
+                  "|---|---|---|---|---|"]
+        small_rows = {r["position"]: r for r in comparison["small"]["positions"]}
+        for row in comparison["large"]["positions"]:
+            other = small_rows.get(row["position"])
+            if other is None:
+                continue
+            lines.append(f"| {row['position']} | {_f(other['entropy']['auroc'])} | {_f(row['entropy']['auroc'])} | "
+                         f"{_f(other['calibrated']['auroc'])} | {_f(row['calibrated']['auroc'])} |")
+    lines += ["", "![reliability](benchmarks/results/calibration/reliability.png)",
+              "![AUROC by step fraction](benchmarks/results/calibration/auroc_by_fraction.png)",
+              "![entropy curves](benchmarks/results/calibration/entropy_curves.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def write_report(built: dict[str, Any], out_dir: Path, command: str, benchmarks_md: Path | None = None) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = built["json"]
+    written = [out_dir / "report.json", out_dir / "report.md"]
+    written[0].write_text(json.dumps(_jsonable(result), indent=1) + "\n", encoding="utf-8")
+    text = markdown(result, command)
+    written[1].write_text(text, encoding="utf-8")
+    shown = [r for r in built["reports"].values() if r.evaluation == "heldout"]
+    everything = list(built["reports"].values())
+    written.append(plots.reliability(shown, out_dir / "reliability.png"))
+    written.append(plots.auroc_by_fraction(everything, out_dir / "auroc_by_fraction.png"))
+    written.append(plots.entropy_curves(built["signatures"], out_dir / "entropy_curves.png"))
+    if benchmarks_md is not None:
+        splice(benchmarks_md, text)
+        written.append(benchmarks_md)
+    return written
+
+
+def splice(path: Path, text: str) -> None:
+    """Replace the text between the calibration markers of `path` (appending a section if they are absent)."""
+    current = path.read_text(encoding="utf-8") if path.is_file() else ""
+    block = f"{BEGIN}\n{text}{END}"
+    if BEGIN in current and END in current:
+        head, rest = current.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        current = head + block + tail
+    else:
+        current = current.rstrip("\n") + "\n\n## Calibrated P(correct)\n\n" + block + "\n"
+    path.write_text(current, encoding="utf-8")
