@@ -169,9 +169,13 @@ def load_calibrator(path: str | Path) -> Calibrator:
         info = CalibratorInfo(**json.loads(payload["info"]))
     except (TypeError, ValueError, KeyError) as exc:
         raise SIAError(f"{path} has a malformed description ({exc}).") from exc
-    if info.feature_version != FEATURE_VERSION or tuple(info.feature_names) != FEATURE_NAMES:
+    if info.feature_version != FEATURE_VERSION:
         raise SIAError(f"Calibrator {path} was fitted on feature version {info.feature_version}; "
                        f"this sia-monitor computes version {FEATURE_VERSION}.", "Refit it with `sia-monitor fit`.")
+    if tuple(info.feature_names) != FEATURE_NAMES:
+        raise SIAError(f"Calibrator {path} was fitted on {len(info.feature_names)} features under feature version "
+                       f"{info.feature_version}; this sia-monitor computes {len(FEATURE_NAMES)} under that version.",
+                       "Refit it with `sia-monitor fit`.")
     return Calibrator(estimator, info)
 
 

@@ -55,16 +55,31 @@ def _rejection_area(quality: np.ndarray) -> float:
     return float(kept_means.mean())
 
 
+def _tie_averaged(y: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Quality ordered by descending score, each run of tied scores replaced by its mean.
+
+    A signal cannot order answers it scores equally; averaging gives the expected curve over every order of
+    the ties, so the result does not depend on the order of the rows.
+    """
+    order = np.argsort(-score, kind="stable")
+    ordered_scores, quality = score[order], y[order].astype(float)
+    starts = np.flatnonzero(np.r_[True, ordered_scores[1:] != ordered_scores[:-1]])
+    ends = np.r_[starts[1:], len(quality)]
+    for start, end in zip(starts, ends, strict=True):
+        quality[start:end] = quality[start:end].mean()
+    return quality
+
+
 def prediction_rejection_ratio(y: np.ndarray, score: np.ndarray) -> float:
     """PRR as LM-Polygraph defines it: (area(signal) - area(random)) / (area(oracle) - area(random)).
 
     1 = the signal ranks every wrong answer below every right one; 0 = no better than random rejection.
-    NaN when all answers are right or all wrong.
+    NaN when all answers are right or all wrong. Tied scores count as their average order.
     """
     y = np.asarray(y, dtype=float)
     if len(set(y.tolist())) < 2:
         return math.nan
-    by_signal = y[np.argsort(-np.asarray(score, dtype=float), kind="stable")]
+    by_signal = _tie_averaged(y, np.asarray(score, dtype=float))
     oracle = np.sort(y)[::-1]
     random_area = float(y.mean())
     return (_rejection_area(by_signal) - random_area) / (_rejection_area(oracle) - random_area)

@@ -83,7 +83,9 @@ def entropy_curves(signatures: dict[str, dict[str, Any]], path: Path) -> Path:
             if relative:
                 bottom.plot([i * 10 for i in range(len(relative))], relative, color=colour, label=label)
         monotone = signature["monotone_decreasing"]
-        top.set(title=f"{name}: mean answer entropy", xlabel="step", ylabel="entropy (bits; choice: / log2 n)")
+        model, _, benchmark = name.partition(" / ")
+        top.set(title=f"{benchmark} ({model.removeprefix('qwen2.5-coder-')})\nmean answer entropy, 95% band",
+                xlabel="step", ylabel="entropy (bits; choice: / log2 n)")
         top.title.set_fontsize(9)
         p_value = monotone["fisher_p"]
         bottom.set(title=f"monotone: {monotone['share_among_correct']:.0%} of correct vs "
