@@ -244,7 +244,12 @@ def markdown(result: dict[str, Any], command: str, images: str = "") -> str:
         f"Command: `{command}` · commit {result['commit']} · {result['date']} · {result['machine']}.",
         ("Held-out = questions in the fixed 30% hash split (`calibrators/dataset.py`), never seen in fitting or "
         "model choice; `cv` = grouped 5-fold out-of-fold predictions (small sets). Every signal is scored on the "
-        "same traces at each position. AUROC/PRR: higher is better; Brier/ECE (15 bins): lower is better."),
+        "same traces at each position. AUROC/PRR: higher is better; Brier/ECE (15 bins): lower is better. \"ours\" is "
+        "the calibrated P(correct); the baselines are the raw answer entropy at that step, the mean token entropy so "
+        "far, the DeepConf lowest 32-token-window confidence so far, and the top-1 answer probability. At a step "
+        "fraction f the prefix is k = ceil(f x n) steps of an n-step trace, and n is something a live monitor does "
+        "not know (features counting steps or tokens can partly read it back); the rows \"step 1..5\" have no "
+        "such look-ahead."),
         "",
         "### Data (graded trajectories, bf16, greedy)",
         "",

@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
-        "run", help="stream one generation with the step-wise answer entropy",
+        "run", help="stream one generation with the step-wise answer entropy and P(correct)",
         description="Stream the model's reasoning. After every step print: step number, the step (shortened), "
-        "the conditional answer entropy in bits, the top-3 answers with probabilities, and the probability "
+        "the conditional answer entropy in bits, P(correct) from the calibrator shipped for the model and answer "
+        "type (if any), the top-3 answers with probabilities, and the probability "
         "mass the estimator covered. At the end: the parsed answer, tokens and tokens/s.",
     )
     run.add_argument("question", help="the question to answer")
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="write the calibration report: tables and plots (no model needed)",
         description="Score the fitted calibrators against four baselines (answer entropy, mean token entropy, "
-        "DeepConf lowest-window confidence, top-1 probability) at 25/50/75/100%% of each trace and at steps "
+        "DeepConf lowest-window confidence, top-1 probability) at 25/50/75/100% of each trace and at steps "
         "1-5 on held-out questions (ROC-AUC, Brier, ECE, PRR), test the SIA signatures, and write report.json, "
         "report.md and PNG plots.",
     )
