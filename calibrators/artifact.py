@@ -125,7 +125,7 @@ def save_calibrator(calibrator: Calibrator, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     info = _jsonable(asdict(calibrator.info))
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "info": json.dumps(info), "estimator": calibrator.estimator}
-    sio.dump(payload, path)
+    sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
     card = {"format": FORMAT, "version": FORMAT_VERSION, "file": path.name, "sha256": sha256_of(path), **info}
     card_path(path).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return path

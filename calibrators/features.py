@@ -43,7 +43,7 @@ class Feature:
 
 FEATURES: tuple[Feature, ...] = (
     Feature("question_words", "log(1 + words in the question): longer questions are harder"),
-    Feature("question_numbers", "numbers written in the question (numeric: quantities to combine)"),
+    Feature("question_numbers", "numeric: numbers written in the question (quantities to combine); 0 otherwise"),
     Feature("step", "k, steps so far"),
     Feature("log_tokens", "log(1 + tokens generated so far)"),
     Feature("entropy", "answer entropy after step k (bits, / log2 |space| when finite)", -1),
@@ -141,7 +141,7 @@ def prefix_features(prefix: Prefix) -> np.ndarray:
     entropy = np.asarray(prefix.token_entropy, dtype=float)
     row = {
         "question_words": _log_words(prefix.question),
-        "question_numbers": len(_numbers_list(prefix.question)),
+        "question_numbers": len(_numbers_list(prefix.question)) if numeric else 0,
         "step": k,
         "log_tokens": math.log1p(last.tokens_so_far),
         "entropy": now,
