@@ -49,6 +49,7 @@ class Recipe:
     data: list[Path]
     evaluation: str = "heldout"
     config_from: str | None = None
+    ship: bool = True  # False: fitted for the report only, not written to shipped/
 
     @property
     def key(self) -> str:
@@ -208,6 +209,6 @@ def fit_all(
             test, p = heldout_predictions(recipe, calibrator, table)
             calibrator.info.metrics = summary_metrics(test, p)
             fitted[recipe.key] = (calibrator, table, selection)
-            if save:
+            if save and recipe.ship:
                 save_calibrator(calibrator, recipe.artifact(shipped_dir))
     return fitted

@@ -37,7 +37,7 @@ from .evaluation import (
     transfer_rows,
 )
 from .features import COLUMN
-from .fitting import EVALUATION_FOLDS, Recipe, grouped_oof, load_recipes, recipe_table
+from .fitting import EVALUATION_FOLDS, Recipe, fit_recipe, grouped_oof, load_recipes, recipe_table
 from .metrics import score_signal
 
 DEFAULT_OUT = Path("benchmarks/results/calibration")
@@ -48,6 +48,8 @@ Progress = Callable[[str], None]
 
 
 def _load(recipe: Recipe, shipped_dir: Path) -> Calibrator:
+    if not recipe.ship:  # report-only recipes are refitted here (seconds); they borrow a shipped configuration
+        return fit_recipe(recipe, {}, shipped_dir=shipped_dir)[0]
     path = recipe.artifact(shipped_dir)
     if not path.is_file():
         raise SIAError(f"No fitted calibrator for '{recipe.key}' at {path}.", "Run `sia-monitor fit` first.")
@@ -184,6 +186,10 @@ def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress |
         config = {k: calibrators[recipe.key].info.config[k] for k in ("model", "method")}
         both = same_questions(tables[source.key], tables[recipe.key], config)
         if both is not None:
+            large = tables[recipe.key]
+            transferred = calibrators[source.key].estimator.p_correct(large.X)
+            both["small_calibrator_on_large"] = {label: score_signal(large.y[index], transferred[index], True)
+                                                 for label, index in positions(large)}
             comparisons[recipe.key] = {"small_model": source.model, "large_model": recipe.model, **both}
 
     result = {
@@ -334,15 +340,19 @@ def markdown(result: dict[str, Any], command: str, images: str = "") -> str:
         lines += ["", f"### {small} vs {large} on the same questions ({key}; grouped 5-fold CV for both)", "",
                   (f"Accuracy {_f(comparison['small']['accuracy'])} vs {_f(comparison['large']['accuracy'])} on "
                   f"{comparison['large']['traces']} questions."), "",
-                  "| position | entropy AUROC small | entropy AUROC large | ours small | ours large |",
-                  "|---|---|---|---|---|"]
+                  ("| position | entropy AUROC small | entropy AUROC large | top-1 AUROC small | top-1 AUROC large | "
+                  "ours small (CV) | ours large (CV) | small model's calibrator on large |"),
+                  "|---|---|---|---|---|---|---|---|"]
         small_rows = {r["position"]: r for r in comparison["small"]["positions"]}
         for row in comparison["large"]["positions"]:
             other = small_rows.get(row["position"])
             if other is None:
                 continue
+            moved = comparison.get("small_calibrator_on_large", {}).get(row["position"], {})
             lines.append(f"| {row['position']} | {_f(other['entropy']['auroc'])} | {_f(row['entropy']['auroc'])} | "
-                         f"{_f(other['calibrated']['auroc'])} | {_f(row['calibrated']['auroc'])} |")
+                         f"{_f(other['top1']['auroc'])} | {_f(row['top1']['auroc'])} | "
+                         f"{_f(other['calibrated']['auroc'])} | {_f(row['calibrated']['auroc'])} | "
+                         f"{_f(moved.get('auroc'))} |")
     lines += ["", f"![reliability]({images}reliability.png)",
               f"![AUROC by step fraction]({images}auroc_by_fraction.png)",
               f"![entropy curves]({images}entropy_curves.png)"]
