@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from rich.progress import track
 from transformers import DynamicCache, LogitsProcessorList
 
 from sia_monitor.benchmarks import grade, load_benchmark
+from sia_monitor.machine import cpu_name
 from sia_monitor.monitor import SIAMonitor
 from sia_monitor.probe import run_probe
 from sia_monitor.runner import GenerationSettings, Monitor
@@ -58,16 +58,6 @@ class NaiveMonitor(SIAMonitor):
                                                           step.text, dist))
         self.probe_calls += 1
         self.probe_seconds += time.perf_counter() - started
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed_generate(mon: Monitor, question: str, space, max_new: int, mode: str) -> tuple[float, list[int], object]:

@@ -107,11 +107,12 @@ def card_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars unwrapped, NaN and infinities as null."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -123,7 +124,7 @@ def save_calibrator(calibrator: Calibrator, path: str | Path) -> Path:
     """Write `path` (.skops) and its card (.json, with the file's sha256); return the skops path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = _jsonable(asdict(calibrator.info))
+    info = jsonable(asdict(calibrator.info))
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "info": json.dumps(info), "estimator": calibrator.estimator}
     sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
     card = {"format": FORMAT, "version": FORMAT_VERSION, "file": path.name, "sha256": sha256_of(path), **info}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import subprocess
 from collections.abc import Callable
 from datetime import date
@@ -20,9 +19,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from sia_monitor.errors import SIAError
+from sia_monitor.machine import cpu_name
 
 from . import plots
-from .artifact import SHIPPED_DIR, Calibrator, load_calibrator
+from .artifact import SHIPPED_DIR, Calibrator, jsonable, load_calibrator
 from .dataset import PrefixTable
 from .estimator import StepCalibrator
 from .evaluation import (
@@ -116,16 +116,6 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def build_report(
     recipes: list[Recipe] | None = None,
     shipped_dir: Path = SHIPPED_DIR,
@@ -193,7 +183,7 @@ def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress |
             comparisons[recipe.key] = {"small_model": source.model, "large_model": recipe.model, **both}
 
     result = {
-        "date": date.today().isoformat(), "commit": _git_commit(), "machine": _cpu(),
+        "date": date.today().isoformat(), "commit": _git_commit(), "machine": cpu_name(),
         "data": describe_data(sorted(all_traces, key=lambda t: (t.model_id, t.benchmark or ""))),
         "recipes": {key: {**report.to_json(), "recipe": by_key[key].name, "model": by_key[key].model}
                     for key, report in reports.items()},
@@ -359,23 +349,11 @@ def markdown(result: dict[str, Any], command: str, images: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def write_report(built: dict[str, Any], out_dir: Path, command: str, benchmarks_md: Path | None = None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     result = built["json"]
     written = [out_dir / "report.json", out_dir / "report.md"]
-    written[0].write_text(json.dumps(_jsonable(result), indent=1) + "\n", encoding="utf-8")
+    written[0].write_text(json.dumps(jsonable(result), indent=1) + "\n", encoding="utf-8")
     written[1].write_text(markdown(result, command), encoding="utf-8")
     shown = [r for r in built["reports"].values() if r.evaluation == "heldout"]
     everything = list(built["reports"].values())

@@ -78,7 +78,7 @@ class SIAMonitor(LogitsProcessor):
         on_event: EventSink | None = None,
         probe: bool = True,
         model_id: str = "",
-            row_stopper: RowStopper | None = None,
+        row_stopper: RowStopper | None = None,
         scorer: StepScorer | None = None,
     ) -> None:
         self.model = model
@@ -274,6 +274,9 @@ class SIAMonitor(LogitsProcessor):
             final_text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)  # type: ignore[attr-defined]
             reason = "eos" if row.done else "stopped" if row.stopped else (
                 finish_reasons[index] if finish_reasons else "length")
+            # A trace cut short before its answer line has no answer: the prose fallback would read the last
+            # number of unfinished reasoning as one (and could grade it correct).
+            states = row.done or row.answered or reason == "length"
             trajectory = Trajectory(
                 model_id=self.model_id,
                 question=row.question,
@@ -284,7 +287,7 @@ class SIAMonitor(LogitsProcessor):
                 token_entropy=row.token_entropy[: len(row.tokens) + int(row.done)],
                 token_confidence=row.token_confidence[: len(row.tokens) + int(row.done)],
                 final_text=final_text,
-                parsed_answer=parse_answer(final_text, row.space),
+                parsed_answer=parse_answer(final_text, row.space) if states else None,
                 finish_reason=reason,
                 n_tokens=len(row.tokens),
                 elapsed_s=round(elapsed, 3),

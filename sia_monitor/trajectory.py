@@ -66,7 +66,7 @@ class Trajectory:
     token_confidence: list[float] = field(default_factory=list)  # DeepConf: -mean of the top-20 logprobs
     final_text: str = ""
     parsed_answer: str | None = None
-    finish_reason: str = ""  # eos | length | stopped | cancelled
+    finish_reason: str = ""  # eos | length | stopped | cancelled; guarded runs: accepted | resampled
     n_tokens: int = 0
     elapsed_s: float = 0.0
     generation: dict[str, Any] = field(default_factory=dict)
