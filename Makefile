@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 QUESTION ?= A baker made 24 muffins and sold 9. How many are left?
 
-.PHONY: demo test bench calibrate lint clean
+.PHONY: demo test bench calibrate clean
 
 # torch is pinned and installed first: a bare "torch" requirement would pull a multi-GB CUDA build.
 $(BIN)/activate: pyproject.toml

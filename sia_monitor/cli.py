@@ -129,6 +129,58 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also replace the calibration section of this markdown file")
 
     commands.add_parser("models", help="list the named models, whether they are installed, and their calibrators")
+
+    tui = commands.add_parser(
+        "tui", help="watch a generation live (or replay a saved one) in a terminal UI, with the guardrail",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A full-screen monitor: the reasoning streams in with every step tinted by how much it "
+        "changed the answer entropy,\nnext to the entropy curve, the current P(correct), the top answers and "
+        "the guardrail's decisions.\n\n"
+        "  sia-monitor tui \"A baker made 24 muffins and sold 9. How many are left?\"\n"
+        "  sia-monitor tui --replay runs/svamp.jsonl.gz --item 3 --speed 4 --auto\n\n"
+        "Keys: s stop now · r resample (new seed, temperature bump) · p pause/resume · a guardrail on/off\n"
+        "      e export the trajectory · q or Ctrl-C quit (saves what was generated; nothing is lost)\n\n"
+        "The guardrail (with --auto, or `a`): from step --min-steps on, when P(correct) stays below "
+        "--stop-below for\n--patience steps (without a calibrator: when the answer entropy stays at or above "
+        "--entropy-above bits\nwithout falling), it resamples up to --max-resamples times, then stops; with "
+        "--accept-above it ends a\nconverged trace early and has the model state its answer. Every decision "
+        "is shown with its reason\nand recorded in the saved trajectory.",
+    )
+    tui.add_argument("question", nargs="?", default=None, help="the question to answer (omit with --replay)")
+    tui.add_argument("--replay", type=Path, default=None, metavar="FILE",
+                     help="replay saved trajectories from FILE (.jsonl or .jsonl.gz) instead of generating; "
+                     "no model is loaded")
+    tui.add_argument("--item", type=int, default=0, metavar="N",
+                     help="with --replay: which record to replay (0-based, default 0); later records of the "
+                     "same question are what `r` resamples to")
+    tui.add_argument("--speed", type=float, default=1.0, metavar="X",
+                     help="with --replay: 1 = the recorded pace (default), 4 = four times faster, 0 = no waiting")
+    tui.add_argument("--save", type=Path, default=None, metavar="FILE",
+                     help="where quitting writes the session, every attempt (default for a live run: "
+                     "sia-monitor-runs/<timestamp>.jsonl; a replay is saved only when this is given)")
+    tui.add_argument("--answer-type", choices=("auto", "numeric", "choice", "candidates"), default="auto",
+                     help="answer space, as for `run`")
+    tui.add_argument("--choices", default=None, help='the options, e.g. "A) red B) blue C) green"')
+    tui.add_argument("--candidates", default=None, help='answers to score exactly, separated by ";"')
+    guard = tui.add_argument_group("guardrail")
+    guard.add_argument("--auto", action="store_true", help="start with the guardrail on (toggle it with `a`)")
+    guard.add_argument("--min-steps", type=int, default=3, help="never act before this many steps (default 3)")
+    guard.add_argument("--stop-below", type=float, default=0.2,
+                       help="stop when P(correct) stays below this (default 0.2)")
+    guard.add_argument("--patience", type=int, default=3, help="... for this many steps in a row (default 3)")
+    guard.add_argument("--max-resamples", type=int, default=0,
+                       help="resample a failing trace up to this many times before stopping, keeping the best "
+                       "attempt (default 0)")
+    guard.add_argument("--accept-above", type=float, default=None,
+                       help="end the reasoning early when P(correct) reaches this and the top answer has held "
+                       "for 2 steps and is not just a number from the question (default: never; 0.5 suits the "
+                       "shipped numeric calibrator)")
+    guard.add_argument("--entropy-above", type=float, default=1.0,
+                       help="without a calibrator: a step at or above this many bits counts as unsure (default 1)")
+    guard.add_argument("--temperature-bump", type=float, default=0.4,
+                       help="each resample samples this much hotter than the last, with a new seed (default 0.4)")
+    _calibrator_options(tui)
+    _model_options(tui)
     return parser
 
 
@@ -365,10 +417,16 @@ def command_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_tui(args: argparse.Namespace) -> int:
+    from tui.command import run_tui  # Textual is imported only for this command
+
+    return run_tui(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"run": command_run, "collect": command_collect, "regrade": command_regrade, "fit": command_fit,
-                "evaluate": command_evaluate, "models": command_models}
+                "evaluate": command_evaluate, "models": command_models, "tui": command_tui}
     try:
         return handlers[args.command](args)
     except SIAError as exc:

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
 
-from .answers import NUMERIC, AnswerSpace
+from .answers import NUMERIC, AnswerSpace, parse_answer
 from .errors import SIAError
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .monitor import EventSink, SIAMonitor
-from .prompts import build_messages
+from .prompts import build_messages, probe_suffix
 from .scoring import StepScorer
 from .segmentation import SegmenterMode
 from .stopping import CancelOnEvent, RowStopper
@@ -181,3 +181,30 @@ class Monitor:
             worker.join()
         if interrupted:
             raise KeyboardInterrupt
+
+    def force_answer(
+        self, question: str, space: AnswerSpace, reasoning: str, max_new_tokens: int = 16
+    ) -> tuple[str, str | None, int]:
+        """Make the model state its answer now, after `reasoning` (the text generated so far).
+
+        One short greedy `generate` on the chat prompt + the reasoning + a new line + the probe suffix: the
+        same words the probe scored the answers after, so the answer it writes is the one the last step's
+        distribution put first (up to ties). Used when a guardrail accepts a converged trace early.
+        Returns the answer line, the parsed answer and the number of tokens generated.
+        """
+        encoding, max_new = self.encode([question], [space], max_new_tokens)
+        tail = (reasoning.rstrip() + "\n" if reasoning.strip() else "") + probe_suffix(space)
+        extra = self.tokenizer(tail, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        input_ids = torch.cat([encoding["input_ids"], extra.to(encoding["input_ids"].device)], dim=1)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=max(1, max_new),
+                pad_token_id=self.tokenizer.pad_token_id,
+                **GenerationSettings(temperature=0.0).generate_kwargs(),
+            )
+        generated = out[0, input_ids.shape[1]:]
+        continuation = self.tokenizer.decode(generated, skip_special_tokens=True)
+        line = (probe_suffix(space) + continuation.split("\n", 1)[0]).rstrip()
+        return line, parse_answer(line, space), int(generated.shape[0])

@@ -1,0 +1,70 @@
+"""`sia-monitor tui`: build a source from the command line, run the app, then say what was kept and saved.
+
+The model, answer-space and calibrator options mean what they mean for `sia-monitor run` and go through the
+same helpers, so both commands load, refuse and report alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.markup import escape
+
+from sia_monitor.cli import _load_calibrator, _load_monitor, _settings, resolve_space
+from sia_monitor.errors import SIAError
+from sia_monitor.policy import GuardrailPolicy
+from sia_monitor.prompts import format_question
+from sia_monitor.replay import load_replay
+
+from .app import answer_of, create_app, default_save_path
+from .sources import EventSource, LiveSource, ReplaySource
+
+
+def policy_from_args(args: argparse.Namespace) -> GuardrailPolicy:
+    return GuardrailPolicy(
+        min_steps=args.min_steps, stop_below=args.stop_below, patience=args.patience,
+        max_resamples=args.max_resamples, accept_above=args.accept_above, entropy_above=args.entropy_above,
+        temperature_bump=args.temperature_bump,
+    )
+
+
+def source_from_args(args: argparse.Namespace, err: Console) -> EventSource:
+    """A `ReplaySource` for `--replay FILE`, else a `LiveSource` over the loaded model."""
+    policy = policy_from_args(args)
+    if args.replay is not None:
+        if args.question:
+            raise SIAError("Pass a question or --replay FILE, not both.")
+        trajectories = load_replay(args.replay, args.item)
+        first = trajectories[0]
+        scorer = _load_calibrator(args, first.model_id, first.answer_space, err)
+        return ReplaySource(trajectories, args.speed, scorer, policy, auto=args.auto)
+    if not args.question:
+        raise SIAError("Nothing to monitor.", 'Pass a question (sia-monitor tui "What is 2+3?") or --replay FILE.')
+    space = resolve_space(args)
+    format_question(args.question, space)  # the same check generation makes, but before the model loads
+    settings = _settings(args)
+    monitor = _load_monitor(args, err)
+    monitor.scorer = _load_calibrator(args, monitor.loaded.model_id, space, err)
+    return LiveSource(monitor, args.question, space, settings, policy, auto=args.auto)
+
+
+def run_tui(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    source = source_from_args(args, err)
+    save_path = args.save if (args.save is not None or source.mode == "replay") else default_save_path()
+    app = create_app(source, save_path=save_path)
+    app.run()
+    if app.attempts:
+        kept = app.attempts[app.best if app.best is not None else -1]
+        tried = f" (attempt {app.attempts.index(kept) + 1} of {len(app.attempts)})" if len(app.attempts) > 1 else ""
+        err.print(f"[bold]{escape(answer_of(kept))}[/]{tried}   [bold]steps:[/] {len(kept.steps)}   "
+                  f"[bold]tokens:[/] {kept.n_tokens}   [dim]({escape(kept.finish_reason)})[/]")
+    if app.saved_path is not None:
+        err.print(f"[dim]session saved to {escape(str(app.saved_path))}[/]")
+    for path in app.exported:
+        err.print(f"[dim]exported to {escape(str(path))}[/]")
+    if app.error:
+        err.print(f"[bold red]error:[/] {escape(app.error)}")
+        return 1
+    return 0
