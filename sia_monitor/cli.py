@@ -375,7 +375,8 @@ def command_fit(args: argparse.Namespace) -> int:
         err.print(f"[bold]{escape(key)}[/]: {calibrator.info.config['model']} + {calibrator.info.config['method']}; "
                   f"held-out AUROC {half['auroc']:.3f} at 50%, {last['auroc']:.3f} at the last step; "
                   f"ECE {every['ece']:.3f} over every step ({metrics['heldout_traces']} traces)")
-    err.print(f"[dim]{len(fitted)} calibrators written to {escape(str(args.shipped or SHIPPED_DIR))} in "
+    shipped = sum(recipe.ship for recipe in recipes)
+    err.print(f"[dim]{len(fitted)} calibrators fitted, {shipped} written to {escape(str(args.shipped or SHIPPED_DIR))} in "
               f"{time.perf_counter() - started:.1f} s[/]")
     return 0
 
