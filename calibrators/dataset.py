@@ -30,6 +30,17 @@ def question_id(trajectory: Trajectory) -> str:
     return "q:" + hashlib.sha1(trajectory.question.encode()).hexdigest()[:16]
 
 
+def source_of(trajectory: Trajectory) -> str:
+    """How a trace is labelled in reports: its benchmark, plus the temperature when it was sampled.
+
+    Greedy and sampled traces of one question share a group (the split stays per question), but they are
+    different populations (sampling lowers accuracy), so reports show them apart.
+    """
+    name = trajectory.benchmark or "?"
+    temperature = float(trajectory.generation.get("temperature") or 0.0)
+    return f"{name} T={temperature:g}" if temperature > 0 else name
+
+
 def is_heldout(group: str, fraction: float = HELDOUT_FRACTION) -> bool:
     """Whether a question is in the fixed held-out split (a stable hash of its id, not a random draw)."""
     digest = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16)

@@ -23,10 +23,10 @@ from scipy import stats
 from sia_monitor.trajectory import Trajectory
 
 from .artifact import Calibrator
-from .dataset import PrefixTable
+from .dataset import PrefixTable, source_of
 from .features import COLUMN, INCREASE_TOLERANCE, entropy_scale
 from .fitting import Recipe, heldout_predictions
-from .metrics import bootstrap_auroc_interval, reliability_bins, score_signal
+from .metrics import bootstrap_auroc_interval, ece_noise_floor, reliability_bins, score_signal
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 STEPS = (1, 2, 3, 4, 5)
@@ -80,17 +80,19 @@ class RecipeReport:
     per_benchmark: list[dict[str, Any]] = field(default_factory=list)
     all_prefixes: dict[str, Any] = field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ece_floor: dict[str, tuple[float, float]] = field(default_factory=dict)
     selection: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "evaluation": self.evaluation, "config": self.config, "selection": self.selection,
                 "positions": self.rows, "per_benchmark": self.per_benchmark, "all_prefixes": self.all_prefixes,
-                "auroc_95ci": self.intervals, "reliability": reliability_bins(self.table.y, self.p)}
+                "auroc_95ci": self.intervals, "ece_noise_floor": self.ece_floor,
+                "reliability": reliability_bins(self.table.y, self.p)}
 
 
 def _benchmark_of(table: PrefixTable) -> np.ndarray:
-    return np.array([table.trajectories[i].benchmark or "?" for i in table.trace])
+    return np.array([source_of(table.trajectories[i]) for i in table.trace])
 
 
 def report_recipe(recipe: Recipe, calibrator: Calibrator, table: PrefixTable) -> RecipeReport:
@@ -103,6 +105,7 @@ def report_recipe(recipe: Recipe, calibrator: Calibrator, table: PrefixTable) ->
     for label in ("50%", "100%"):
         index = dict(positions(test))[label]
         report.intervals[label] = bootstrap_auroc_interval(test.y[index], p[index])
+        report.ece_floor[label] = ece_noise_floor(p[index])
     benchmarks = _benchmark_of(test)
     for name in sorted(set(benchmarks.tolist())):
         mask = benchmarks == name
@@ -128,10 +131,10 @@ def transfer_rows(calibrator: Calibrator, table: PrefixTable, label: str) -> dic
 
 # -- data description ---------------------------------------------------------------------------------------
 def describe_data(trajectories: list[Trajectory]) -> list[dict[str, Any]]:
-    """Per (model, benchmark): traces, accuracy, mean steps and tokens, traces with no step, last-step coverage."""
+    """Per (model, source): traces, accuracy, mean steps and tokens, traces with no step, last-step coverage."""
     groups: dict[tuple[str, str], list[Trajectory]] = {}
     for t in trajectories:
-        groups.setdefault((t.model_id, t.benchmark or "?"), []).append(t)
+        groups.setdefault((t.model_id, source_of(t)), []).append(t)
     rows = []
     for (model, benchmark), ts in sorted(groups.items()):
         with_steps = [t for t in ts if t.steps]

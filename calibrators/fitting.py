@@ -24,7 +24,7 @@ from sia_monitor.errors import SIAError
 from sia_monitor.prompts import probe_suffix
 
 from .artifact import SHIPPED_DIR, Calibrator, CalibratorInfo, load_calibrator, save_calibrator
-from .dataset import HELDOUT_FRACTION, PrefixTable, load_graded
+from .dataset import HELDOUT_FRACTION, PrefixTable, load_graded, source_of
 from .estimator import StepCalibrator
 from .metrics import summary_metrics
 
@@ -178,7 +178,7 @@ def _describe(recipe: Recipe, table: PrefixTable) -> list[dict[str, Any]]:
     """Per benchmark in the data: traces with steps and their accuracy (the card's "data")."""
     by_benchmark: dict[str, list[bool]] = {}
     for t in table.trajectories:
-        by_benchmark.setdefault(t.benchmark or "?", []).append(bool(t.correct))
+        by_benchmark.setdefault(source_of(t), []).append(bool(t.correct))
     return [{"benchmark": name, "traces": len(flags), "accuracy": round(sum(flags) / len(flags), 4),
              "files": [p.name for p in recipe.data]} for name, flags in sorted(by_benchmark.items())]
 

@@ -95,7 +95,21 @@ def score_signal(y: np.ndarray, score: np.ndarray, is_probability: bool) -> dict
         "prr": prediction_rejection_ratio(y, score),
         "brier": float(brier_score_loss(y, score)) if is_probability and len(y) else None,
         "ece": expected_calibration_error(y, score) if is_probability and len(y) else None,
+        "mean_p": float(np.mean(score)) if is_probability and len(y) else None,
     }
+
+
+def ece_noise_floor(p: np.ndarray, resamples: int = 500, seed: int = 0) -> tuple[float, float]:
+    """Mean and 95th percentile of the ECE that a perfectly calibrated `p` shows on this many traces.
+
+    Outcomes are drawn as Bernoulli(p), so the only error left is sampling noise from finite bins; a measured
+    ECE inside this range cannot be told apart from perfect calibration. One row per trace (rows of one trace
+    share their outcome, so this is not meaningful over all prefixes).
+    """
+    rng = np.random.default_rng(seed)
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    values = [expected_calibration_error((rng.random(len(p)) < p).astype(float), p) for _ in range(resamples)]
+    return float(np.mean(values)), float(np.percentile(values, 95))
 
 
 def bootstrap_auroc_interval(

@@ -23,7 +23,7 @@ from sia_monitor.machine import cpu_name
 
 from . import plots
 from .artifact import SHIPPED_DIR, Calibrator, jsonable, load_calibrator
-from .dataset import PrefixTable
+from .dataset import PrefixTable, source_of
 from .estimator import StepCalibrator
 from .evaluation import (
     BASELINES,
@@ -162,7 +162,7 @@ def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress |
     all_traces = list(unique.values())
     signature_groups: dict[str, list[Any]] = {}
     for t in all_traces:
-        signature_groups.setdefault(f"{t.model_id} / {t.benchmark}", []).append(t)
+        signature_groups.setdefault(f"{t.model_id} / {source_of(t)}", []).append(t)
     signatures = {name: sia_signatures(ts) for name, ts in sorted(signature_groups.items())}
 
     comparisons = {}
@@ -184,7 +184,7 @@ def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress |
 
     result = {
         "date": date.today().isoformat(), "commit": _git_commit(), "machine": cpu_name(),
-        "data": describe_data(sorted(all_traces, key=lambda t: (t.model_id, t.benchmark or ""))),
+        "data": describe_data(sorted(all_traces, key=lambda t: (t.model_id, source_of(t)))),
         "recipes": {key: {**report.to_json(), "recipe": by_key[key].name, "model": by_key[key].model}
                     for key, report in reports.items()},
         "transfer": transfer,
@@ -247,7 +247,7 @@ def markdown(result: dict[str, Any], command: str, images: str = "") -> str:
         "not know (features counting steps or tokens can partly read it back); the rows \"step 1..5\" have no "
         "such look-ahead."),
         "",
-        "### Data (graded trajectories, bf16, greedy)",
+        "### Data (graded trajectories, bf16; greedy unless a temperature T is shown)",
         "",
         "| model | benchmark | traces | accuracy | mean steps | mean tokens | no step | last-step covered |",
         "|---|---|---|---|---|---|---|---|",
@@ -262,12 +262,17 @@ def markdown(result: dict[str, Any], command: str, images: str = "") -> str:
         lines.append(f"| {row['calibrator']} | {row['target']} | {row['goal']} | {_f(row['measured'])} | "
                      f"{'yes' if row['met'] else '**no**'} |")
     for key, entry in result["recipes"].items():
-        ci = entry["auroc_95ci"]
+        ci, floor = entry["auroc_95ci"], entry["ece_noise_floor"]
         lines += [
             "", f"### {key} ({entry['evaluation']}; {entry['config']['model']} + {entry['config']['method']})", "",
             (f"All prefixes: AUROC {_f(entry['all_prefixes']['auroc'])}, Brier {_f(entry['all_prefixes']['brier'])}, "
             f"ECE {_f(entry['all_prefixes']['ece'])}. AUROC 95% bootstrap interval at 50%: "
-            f"{_f(ci['50%'][0])}–{_f(ci['50%'][1])}; at 100%: {_f(ci['100%'][0])}–{_f(ci['100%'][1])}."), "",
+            f"{_f(ci['50%'][0])}–{_f(ci['50%'][1])}; at 100%: {_f(ci['100%'][0])}–{_f(ci['100%'][1])}. "
+            f"Mean P(correct) {_f(entry['all_prefixes']['mean_p'])} against accuracy "
+            f"{_f(entry['all_prefixes']['accuracy'])} over all prefixes. ECE that a perfectly calibrated P(correct) "
+            f"would show on these traces from sampling noise alone (mean / 95th percentile): at 50% "
+            f"{_f(floor['50%'][0])} / {_f(floor['50%'][1])}, at 100% {_f(floor['100%'][0])} / "
+            f"{_f(floor['100%'][1])}."), "",
             ("| position | traces | accuracy | **ours** | entropy | token entropy | DeepConf | top-1 | "
             "Brier ours | ECE ours | ECE top-1 | PRR ours | best baseline PRR |"),
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",

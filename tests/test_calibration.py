@@ -37,11 +37,12 @@ from calibrators.artifact import (
     load_calibrator,
     save_calibrator,
 )
-from calibrators.dataset import HELDOUT_FRACTION, PrefixTable, is_heldout, load_graded, question_id
+from calibrators.dataset import HELDOUT_FRACTION, PrefixTable, is_heldout, load_graded, question_id, source_of
 from calibrators.estimator import StepCalibrator
 from calibrators.features import FEATURE_NAMES, FEATURE_VERSION, MONOTONIC_CST, prefix_features, trajectory_features
 from calibrators.metrics import (
     auroc,
+    ece_noise_floor,
     expected_calibration_error,
     prediction_rejection_ratio,
     reliability_bins,
@@ -107,6 +108,15 @@ def test_question_id() -> None:
     assert question_id(anonymous) == "q:" + hashlib.sha1(b"What is 2 + 2?").hexdigest()[:16]
     assert question_id(replace(anonymous, generation={"sample": 3})) == question_id(anonymous)
     assert question_id(replace(anonymous, question="What is 2 + 3?")) != question_id(anonymous)
+
+
+def test_sampled_traces_share_the_question_but_not_the_report_label() -> None:
+    greedy = Trajectory(model_id=MODEL, question="What is 2 + 2?", answer_space=NUMERIC, suffix="", segmenter="line",
+                        benchmark="svamp", item_id="chal-7", generation={"temperature": 0.0, "sample": 0})
+    sampled = replace(greedy, generation={"temperature": 0.7, "sample": 1})
+    assert question_id(sampled) == question_id(greedy)
+    assert (source_of(greedy), source_of(sampled)) == ("svamp", "svamp T=0.7")
+    assert source_of(replace(greedy, generation={}, benchmark=None)) == "?"
 
 
 def test_every_prefix_of_a_question_shares_its_group(svamp: list[Trajectory]) -> None:
@@ -375,6 +385,17 @@ def test_score_signal_only_scores_probabilities_for_calibration() -> None:
     assert raw["brier"] is None and raw["ece"] is None and raw["n"] == 5 and raw["auroc"] == 1.0
     prob = score_signal(y, score, is_probability=True)
     assert prob["brier"] == pytest.approx(np.mean((score - y) ** 2)) and prob["accuracy"] == 0.6
+    assert raw["mean_p"] is None and prob["mean_p"] == pytest.approx(0.58)
+
+
+def test_ece_noise_floor_is_what_perfect_calibration_measures_on_few_traces() -> None:
+    p = np.random.default_rng(1).uniform(0.05, 0.95, 4000)
+    few, many = ece_noise_floor(p[:400]), ece_noise_floor(p)
+    assert 0 < few[0] < few[1] and 0 < many[0] < many[1]
+    assert many[0] < few[0] / 2  # the noise shrinks about as 1/sqrt(n)
+    assert ece_noise_floor(p[:400]) == few  # seeded
+    # a constant, honest forecast of the base rate has almost no floor: one bin, sampling error only
+    assert ece_noise_floor(np.full(400, 0.5))[0] == pytest.approx(0.02, abs=0.01)
 
 
 # -- artifacts ------------------------------------------------------------------------------------------------------
