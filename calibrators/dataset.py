@@ -37,8 +37,17 @@ def source_of(trajectory: Trajectory) -> str:
     different populations (sampling lowers accuracy), so reports show them apart.
     """
     name = trajectory.benchmark or "?"
-    temperature = float(trajectory.generation.get("temperature") or 0.0)
-    return f"{name} T={temperature:g}" if temperature > 0 else name
+    return f"{name} T={temperature_of(trajectory):g}" if is_sampled(trajectory) else name
+
+
+def temperature_of(trajectory: Trajectory) -> float:
+    return float(trajectory.generation.get("temperature") or 0.0)
+
+
+def is_sampled(trajectory: Trajectory) -> bool:
+    """Drawn at temperature > 0. Sampled traces are training data: the report judges greedy traces, what the
+    monitor runs by default, and lists sampled ones on a line of their own."""
+    return temperature_of(trajectory) > 0
 
 
 def is_heldout(group: str, fraction: float = HELDOUT_FRACTION) -> bool:
@@ -102,6 +111,11 @@ class PrefixTable:
     def heldout_rows(self, fraction: float = HELDOUT_FRACTION) -> np.ndarray:
         flags = {g: is_heldout(g, fraction) for g in set(self.groups.tolist())}
         return np.array([flags[g] for g in self.groups], dtype=bool)
+
+    def greedy_rows(self) -> np.ndarray:
+        """Rows of traces decoded greedily (see `is_sampled`)."""
+        greedy = np.array([not is_sampled(t) for t in self.trajectories], dtype=bool)
+        return greedy[self.trace] if len(self.trace) else np.zeros(0, dtype=bool)
 
     def at_fraction(self, fraction: float) -> np.ndarray:
         """Row indices of each trace's prefix at `fraction` of its steps (k = ceil(fraction * n), at least 1)."""

@@ -96,7 +96,9 @@ def _benchmark_of(table: PrefixTable) -> np.ndarray:
 
 
 def report_recipe(recipe: Recipe, calibrator: Calibrator, table: PrefixTable) -> RecipeReport:
-    test, p = heldout_predictions(recipe, calibrator, table)
+    everything, p_everything = heldout_predictions(recipe, calibrator, table, sampled=True)
+    greedy = everything.greedy_rows()
+    test, p = everything.subset(greedy), p_everything[greedy]
     report = RecipeReport(recipe.key, recipe.evaluation, test, p,
                           selection=list(calibrator.info.config.get("selection", [])),
                           config={k: calibrator.info.config[k] for k in ("model", "method")})
@@ -106,11 +108,11 @@ def report_recipe(recipe: Recipe, calibrator: Calibrator, table: PrefixTable) ->
         index = dict(positions(test))[label]
         report.intervals[label] = bootstrap_auroc_interval(test.y[index], p[index])
         report.ece_floor[label] = ece_noise_floor(p[index])
-    benchmarks = _benchmark_of(test)
+    benchmarks = _benchmark_of(everything)
     for name in sorted(set(benchmarks.tolist())):
         mask = benchmarks == name
-        sub = test.subset(mask)
-        sub_p = p[mask]
+        sub = everything.subset(mask)
+        sub_p = p_everything[mask]
         entry: dict[str, Any] = {"benchmark": name, "traces": len(set(sub.trace.tolist()))}
         for label, index in positions(sub)[:4]:
             entry[label] = score_signal(sub.y[index], sub_p[index], is_probability=True)

@@ -183,17 +183,25 @@ def _describe(recipe: Recipe, table: PrefixTable) -> list[dict[str, Any]]:
              "files": [p.name for p in recipe.data]} for name, flags in sorted(by_benchmark.items())]
 
 
-def heldout_predictions(recipe: Recipe, calibrator: Calibrator, table: PrefixTable) -> tuple[PrefixTable, np.ndarray]:
+def heldout_predictions(
+    recipe: Recipe, calibrator: Calibrator, table: PrefixTable, sampled: bool = False
+) -> tuple[PrefixTable, np.ndarray]:
     """The rows a recipe is judged on and P(correct) for each, never from a model that saw their question.
 
     'heldout': the shipped calibrator on the held-out questions. 'cv': grouped 5-fold out-of-fold predictions
     with the calibrator's configuration (the shipped one saw every question, so it cannot be judged on them).
+    Sampled traces are left out unless `sampled` (`dataset.is_sampled`).
     """
     if recipe.evaluation == "heldout":
         test = table.subset(table.heldout_rows())
-        return test, calibrator.estimator.p_correct(test.X)
-    config = {"model": calibrator.info.config["model"], "method": calibrator.info.config["method"]}
-    return table, grouped_oof(table, config, EVALUATION_FOLDS)
+        p = calibrator.estimator.p_correct(test.X)
+    else:
+        config = {"model": calibrator.info.config["model"], "method": calibrator.info.config["method"]}
+        test, p = table, grouped_oof(table, config, EVALUATION_FOLDS)
+    if sampled:
+        return test, p
+    greedy = test.greedy_rows()
+    return test.subset(greedy), p[greedy]
 
 
 def fit_all(

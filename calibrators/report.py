@@ -62,13 +62,13 @@ def ablation_without_question(recipe: Recipe, calibrator: Calibrator, table: Pre
     for name in QUESTION_FEATURES:
         blind[:, COLUMN[name]] = 0.0
     masked = PrefixTable(table.trajectories, blind, table.y, table.groups, table.trace, table.k, table.n_steps)
-    held = masked.heldout_rows()
+    held, greedy = masked.heldout_rows(), masked.greedy_rows()
     config = {k: calibrator.info.config[k] for k in ("model", "method")}
     if recipe.evaluation == "heldout":
-        train, test = masked.subset(~held), masked.subset(held)
+        train, test = masked.subset(~held), masked.subset(held & greedy)
         p = StepCalibrator(**config).fit(train.X, train.y, groups=train.groups).p_correct(test.X)
     else:
-        test, p = masked, grouped_oof(masked, config, EVALUATION_FOLDS)
+        test, p = masked.subset(greedy), grouped_oof(masked, config, EVALUATION_FOLDS)[greedy]
     report = RecipeReport(recipe.key + " (no question features)", recipe.evaluation, test, p)
     report.rows = position_rows(test, p)
     return report
@@ -81,14 +81,17 @@ def all_questions_cv(calibrator: Calibrator, table: PrefixTable) -> dict[str, An
     configuration was chosen on the training questions only; nothing else is tuned here.
     """
     config = {k: calibrator.info.config[k] for k in ("model", "method")}
-    p = grouped_oof(table, config, EVALUATION_FOLDS)
-    rows = {label: score_signal(table.y[index], p[index], is_probability=True) for label, index in positions(table)}
-    return {"traces": len(set(table.trace.tolist())), "positions": rows,
-            "all_prefixes": score_signal(table.y, p, is_probability=True)}
+    greedy = table.greedy_rows()
+    p = grouped_oof(table, config, EVALUATION_FOLDS)[greedy]
+    judged = table.subset(greedy)
+    rows = {label: score_signal(judged.y[index], p[index], is_probability=True) for label, index in positions(judged)}
+    return {"traces": len(set(judged.trace.tolist())), "positions": rows,
+            "all_prefixes": score_signal(judged.y, p, is_probability=True)}
 
 
 def same_questions(small: PrefixTable, large: PrefixTable, config: dict[str, Any]) -> dict[str, Any] | None:
-    """Both models on the questions both answered, each with grouped-CV P(correct) (None: too few shared)."""
+    """Both models on the questions both answered greedily, each with grouped-CV P(correct) (None: too few)."""
+    small, large = small.subset(small.greedy_rows()), large.subset(large.greedy_rows())
     shared = list(set(large.groups.tolist()) & set(small.groups.tolist()))
     small = small.subset(np.isin(small.groups, shared))
     large = large.subset(np.isin(large.groups, shared))
@@ -239,7 +242,9 @@ def markdown(result: dict[str, Any], command: str, images: str = "") -> str:
     lines = [
         f"Command: `{command}` · commit {result['commit']} · {result['date']} · {result['machine']}.",
         ("Held-out = questions in the fixed 30% hash split (`calibrators/dataset.py`), never seen in fitting or "
-        "model choice; `cv` = grouped 5-fold out-of-fold predictions (small sets). Every signal is scored on the "
+        "model choice; `cv` = grouped 5-fold out-of-fold predictions (small sets). Traces sampled at a temperature "
+        "T > 0 are training data: the tables judge greedy traces, what the monitor runs by default, and show the "
+        "sampled held-out ones on their own line of the per-benchmark table. Every signal is scored on the "
         "same traces at each position. AUROC/PRR: higher is better; Brier/ECE (15 bins): lower is better. \"ours\" is "
         "the calibrated P(correct); the baselines are the raw answer entropy at that step, the mean token entropy so "
         "far, the DeepConf lowest 32-token-window confidence so far, and the top-1 answer probability. At a step "

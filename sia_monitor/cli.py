@@ -369,11 +369,12 @@ def command_fit(args: argparse.Namespace) -> int:
     with err.status("fitting") as status:
         fitted = fit_all(recipes, progress=lambda message: status.update(escape(message)),
                          shipped_dir=args.shipped or SHIPPED_DIR)
+    judged_by = {recipe.key: "held-out" if recipe.evaluation == "heldout" else "grouped-CV" for recipe in recipes}
     for key, (calibrator, _, _) in fitted.items():
         metrics = calibrator.info.metrics
         last, half, every = metrics["at_last_step"], metrics["at_50pct"], metrics["all_prefixes"]
         err.print(f"[bold]{escape(key)}[/]: {calibrator.info.config['model']} + {calibrator.info.config['method']}; "
-                  f"held-out AUROC {half['auroc']:.3f} at 50%, {last['auroc']:.3f} at the last step; "
+                  f"{judged_by[key]} AUROC {half['auroc']:.3f} at 50%, {last['auroc']:.3f} at the last step; "
                   f"ECE {every['ece']:.3f} over every step ({metrics['heldout_traces']} traces)")
     shipped = sum(recipe.ship for recipe in recipes)
     err.print(f"[dim]{len(fitted)} calibrators fitted, {shipped} written to {escape(str(args.shipped or SHIPPED_DIR))} in "

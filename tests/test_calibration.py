@@ -157,6 +157,20 @@ def test_heldout_rows_never_split_a_group(svamp: list[Trajectory]) -> None:
     assert not (small & ~held).any() and small.sum() < held.sum()
 
 
+def test_sampled_traces_train_but_are_judged_apart(svamp: list[Trajectory], fitted: Calibrator) -> None:
+    base = svamp[:200]
+    sampled = [replace(t, generation={**t.generation, "temperature": 0.7, "sample": 1}) for t in base[:100]]
+    table = PrefixTable.build(base + sampled)
+    greedy = table.greedy_rows()
+    assert greedy.sum() == len(PrefixTable.build(base)) and (~greedy).sum() == len(PrefixTable.build(base[:100]))
+    recipe = fitting.Recipe(name="numeric", model=MODEL, kinds=["numeric"], data=[])
+    judged, p = fitting.heldout_predictions(recipe, fitted, table)
+    everything, p_all = fitting.heldout_predictions(recipe, fitted, table, sampled=True)
+    assert judged.greedy_rows().all() and len(judged) == (table.heldout_rows() & greedy).sum()
+    assert len(everything) == table.heldout_rows().sum() > len(judged)
+    np.testing.assert_array_equal(p, p_all[everything.greedy_rows()])
+
+
 def test_is_heldout_is_a_stable_share(svamp: list[Trajectory]) -> None:
     ids = [question_id(t) for t in svamp]
     assert len(set(ids)) == 1000
