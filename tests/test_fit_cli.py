@@ -200,3 +200,20 @@ def test_shipped_numeric_calibrator_loads() -> None:
     trajectory = next(t for t in read_trajectories(SVAMP) if len(t.steps) >= 3)
     curve = calibrator.curve(trajectory)
     assert len(curve) == len(trajectory.steps) and all(0.0 <= p <= 1.0 for p in curve)
+
+
+@pytest.mark.parametrize("name", ["numeric", "choice"])
+def test_fit_reproduces_the_shipped_calibrator(name: str, tmp_path: Path) -> None:
+    """The shipped artifacts are exactly what `sia-monitor fit` makes of the committed trajectories.
+
+    Fails when data, features or fitting change without a refit: run `make calibrate` and commit the result.
+    """
+    shipped = SHIPPED_DIR / MODEL / f"{name}.skops"
+    if not shipped.is_file():
+        pytest.skip(f"{shipped} is not fitted in this checkout")
+    assert main(["fit", "--only", f"{MODEL}/{name}", "--shipped", str(tmp_path)]) == 0
+    ours, theirs = load_calibrator(tmp_path / MODEL / f"{name}.skops"), load_calibrator(shipped)
+    (recipe,) = [r for r in load_recipes() if r.key == f"{MODEL}/{name}"]
+    assert theirs.info.data == ours.info.data, "the shipped calibrator was fitted on other trajectories"
+    X = PrefixTable.build([t for t in read_trajectories(recipe.data[0]) if t.steps][:200]).X
+    np.testing.assert_allclose(ours.estimator.p_correct(X), theirs.estimator.p_correct(X), rtol=0, atol=1e-9)
