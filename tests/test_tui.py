@@ -117,7 +117,9 @@ def test_pause_holds_the_stream_and_loses_nothing(tmp_path: Path) -> None:
         held, backlog = app.tokens, app.backlog
         await pilot.pause(0.4)
         assert app.tokens == held < record.n_tokens
-        assert app.backlog == backlog <= 2  # the replay itself waits, it does not run on into a queue
+        # the replay itself waits, it does not run on into a queue: nothing arrives while paused, and what was
+        # in flight when `p` landed (a few events, more on a busy machine) is far short of the rest of the trace
+        assert app.backlog == backlog < (record.n_tokens - held) / 4
         assert "paused" in str(app.query_one(TraceView).border_subtitle)
         await pilot.press("p")
         assert not app.source.paused
