@@ -109,11 +109,16 @@ def report_recipe(recipe: Recipe, calibrator: Calibrator, table: PrefixTable) ->
         report.intervals[label] = bootstrap_auroc_interval(test.y[index], p[index])
         report.ece_floor[label] = ece_noise_floor(p[index])
     benchmarks = _benchmark_of(everything)
+    training = table.subset(~table.heldout_rows()) if recipe.evaluation == "heldout" else None
     for name in sorted(set(benchmarks.tolist())):
         mask = benchmarks == name
         sub = everything.subset(mask)
         sub_p = p_everything[mask]
-        entry: dict[str, Any] = {"benchmark": name, "traces": len(set(sub.trace.tolist()))}
+        entry: dict[str, Any] = {"benchmark": name, "traces": len(set(sub.trace.tolist())),
+                                 "accuracy": float(sub.y[sub.at_fraction(1.0)].mean())}
+        if training is not None:  # how far the held-out questions differ in difficulty from the fitted ones
+            same = training.subset(_benchmark_of(training) == name)
+            entry["training_accuracy"] = float(same.y[same.at_fraction(1.0)].mean()) if len(same) else math.nan
         for label, index in positions(sub)[:4]:
             entry[label] = score_signal(sub.y[index], sub_p[index], is_probability=True)
         entry["all_prefixes"] = score_signal(sub.y, sub_p, is_probability=True)

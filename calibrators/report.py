@@ -290,10 +290,11 @@ def markdown(result: dict[str, Any], command: str, images: str = "") -> str:
                 + f" | {_f(row['calibrated']['brier'])} | {_f(row['calibrated']['ece'])} | {_f(row['top1']['ece'])} | "
                 f"{_f(row['calibrated']['prr'])} | {_f(best_prr)} |")
         if entry["per_benchmark"]:
-            lines += ["", "| benchmark | traces | AUROC 25% | AUROC 50% | AUROC 75% | AUROC 100% | ECE all steps |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += ["", ("| benchmark | traces | accuracy | training accuracy | AUROC 25% | AUROC 50% | AUROC 75% | "
+                      "AUROC 100% | ECE all steps |"), "|---|---|---|---|---|---|---|---|---|"]
             for bench in entry["per_benchmark"]:
-                lines.append(f"| {bench['benchmark']} | {bench['traces']} | "
+                lines.append(f"| {bench['benchmark']} | {bench['traces']} | {_f(bench['accuracy'])} | "
+                             f"{_f(bench.get('training_accuracy'))} | "
                              + " | ".join(_f(bench[f"{f:.0%}"]["auroc"]) for f in FRACTIONS)
                              + f" | {_f(bench['all_prefixes']['ece'])} |")
         if entry["selection"]:
