@@ -4,7 +4,9 @@ Why skops and not pickle: a pickle runs arbitrary code when loaded. skops refuse
 list, and ours is explicit (`TRUSTED_TYPES`, the types a `StepCalibrator` is made of beyond skops' own
 defaults), so a file that smuggles in anything else is refused before it is built. The card records the
 file's sha256, which catches a file edited after it was fitted, and the facts a user checks before trusting
-the numbers: model, answer type, probe suffix, feature version, training data and held-out metrics.
+the numbers: model, answer type, probe suffix, feature version, training data and held-out metrics, and the
+library versions it was fitted with (`fitted_with`), so a load under other versions says so (see
+`CalibratorVersionWarning`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn
+import skops
 import skops.io as sio
+from sklearn.exceptions import InconsistentVersionWarning
 
 from sia_monitor.answers import AnswerSpace
-from sia_monitor.errors import SIAError
+from sia_monitor.errors import SIAError, SIAWarning
 from sia_monitor.prompts import probe_suffix
 from sia_monitor.scoring import Prefix
 from sia_monitor.trajectory import Trajectory
@@ -47,6 +52,45 @@ TRUSTED_TYPES: tuple[str, ...] = (
 
 class CalibratorMismatchWarning(UserWarning):
     """A calibrator is used for a model or answer type it was not fitted for (allowed with force=True)."""
+
+
+class CalibratorVersionWarning(SIAWarning):
+    """A calibrator is loaded under another scikit-learn or skops release series than it was fitted with.
+
+    A warning, not a refusal: the file usually still loads and predicts, and refusing would leave the user
+    with no P(correct) at all until they refit. But nothing guarantees the numbers, so the user is told once,
+    with both versions and the fix (`sia-monitor fit`).
+    """
+
+
+# The libraries whose version decides whether a saved calibrator means what it meant when it was fitted.
+VERSIONED = ("scikit-learn", "skops")
+
+
+def installed_versions() -> dict[str, str]:
+    """What `save_calibrator` records on the card, and what `load_calibrator` compares the card with."""
+    return {"scikit-learn": sklearn.__version__, "skops": skops.__version__}
+
+
+def release_series(package: str, version: str) -> tuple[str, ...]:
+    """The part of a version that must match for a saved calibrator to be trusted as it is.
+
+    scikit-learn: major.minor. Its estimators' internals (the attributes a skops file stores) change across
+    minor releases, and it only promises to unpickle its own version; patch releases are bug fixes that keep
+    them, so warning on those would fire on every routine upgrade and teach users to ignore the warning.
+    skops: the major version, or major.minor while the major is 0 (semantic versioning lets a 0.x minor
+    break). skops reads files of older protocols on purpose, so a patch or, from 1.0, a minor change is safe.
+    """
+    parts = version.split("+")[0].split(".")
+    width = 2 if package == "scikit-learn" or parts[0] == "0" else 1
+    return tuple(parts[:width])
+
+
+def _version_mismatches(recorded: dict[str, str]) -> list[str]:
+    installed = installed_versions()
+    return [f"{package} {recorded[package]} (installed: {installed[package]})" for package in VERSIONED
+            if isinstance(recorded.get(package), str)
+            and release_series(package, recorded[package]) != release_series(package, installed[package])]
 
 
 @dataclass
@@ -127,7 +171,8 @@ def save_calibrator(calibrator: Calibrator, path: str | Path) -> Path:
     info = jsonable(asdict(calibrator.info))
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "info": json.dumps(info), "estimator": calibrator.estimator}
     sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
-    card = {"format": FORMAT, "version": FORMAT_VERSION, "file": path.name, "sha256": sha256_of(path), **info}
+    card = {"format": FORMAT, "version": FORMAT_VERSION, "file": path.name, "sha256": sha256_of(path),
+            "fitted_with": installed_versions(), **info}
     card_path(path).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return path
 
@@ -138,11 +183,15 @@ def load_calibrator(path: str | Path) -> Calibrator:
     if not path.is_file():
         raise SIAError(f"Calibrator file {path} does not exist.", "List the shipped ones with `sia-monitor models`.")
     card = card_path(path)
+    fitted_with: dict[str, str] = {}
     if card.is_file():
         try:
-            expected = json.loads(card.read_text(encoding="utf-8")).get("sha256")
+            facts = json.loads(card.read_text(encoding="utf-8"))
+            expected = facts.get("sha256")
         except (ValueError, AttributeError) as exc:
             raise SIAError(f"The card {card} is not valid JSON ({exc}).") from exc
+        if isinstance(facts.get("fitted_with"), dict):
+            fitted_with = facts["fitted_with"]
         if expected and expected != sha256_of(path):
             raise SIAError(f"Calibrator {path} does not match the sha256 in its card {card.name}: "
                            "the file was changed after it was fitted.", "Refit it with `sia-monitor fit`.")
@@ -155,9 +204,18 @@ def load_calibrator(path: str | Path) -> Calibrator:
         raise SIAError(f"Calibrator {path} contains types that are not trusted: {', '.join(refused)}.",
                        "It was not loaded. Only load calibrators you fitted or that ship with sia-monitor.")
     try:
-        payload = sio.load(path, trusted=list(TRUSTED_TYPES))
+        # scikit-learn warns once per estimator in the file when its version differs; one warning of ours,
+        # below, says it instead (with the fix). Its record of the version is kept for cards that have none.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InconsistentVersionWarning)
+            payload = sio.load(path, trusted=list(TRUSTED_TYPES))
     except Exception as exc:
         raise SIAError(f"Cannot load calibrator {path}: {exc}.") from exc
+    for warning in caught:
+        if isinstance(warning.message, InconsistentVersionWarning):
+            fitted_with.setdefault("scikit-learn", warning.message.original_sklearn_version)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise SIAError(f"{path} is not a sia-monitor calibrator.")
     if payload.get("version") != FORMAT_VERSION:
@@ -177,6 +235,10 @@ def load_calibrator(path: str | Path) -> Calibrator:
         raise SIAError(f"Calibrator {path} was fitted on {len(info.feature_names)} features under feature version "
                        f"{info.feature_version}; this sia-monitor computes {len(FEATURE_NAMES)} under that version.",
                        "Refit it with `sia-monitor fit`.")
+    mismatches = _version_mismatches(fitted_with)
+    if mismatches:
+        warnings.warn(f"Calibrator {path} was fitted with {' and '.join(mismatches)}: its P(correct) may be off "
+                      "or fail to compute. Refit it with `sia-monitor fit`.", CalibratorVersionWarning, stacklevel=2)
     return Calibrator(estimator, info)
 
 

@@ -15,3 +15,8 @@ class SIAError(Exception):
         self.message = message
         self.hint = hint
         super().__init__(f"{message} {hint}" if hint else message)
+
+
+class SIAWarning(UserWarning):
+    """A user-facing warning (something the user should know, that does not stop the work): the CLI prints it
+    as one line, `warning: ...`, the way it prints an `SIAError`."""
