@@ -21,7 +21,14 @@ ANSWER_KINDS: tuple[str, ...] = ("numeric", "choice", "candidates")
 
 _NUMBER = re.compile(r"(?<![\w.])-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 _ANSWER_LINE = re.compile(r"answer\s*(?:is|:)\s*[:\s]*(.+)", re.IGNORECASE)
-_CHOICE_SPLIT = re.compile(r"(?:(?<=\s)|^)\(?([A-Ea-e]|[1-5])[).:]\s+")
+# An option label: "A)", "(A)", "A.", "A:" (also a-e and 1-5), standing alone and followed by white space, so
+# "1.5", "B)x" or "(A)-like" are never labels.
+_LABEL = re.compile(r"(?<!\S)(?P<open>\()?(?P<label>[A-Ea-e1-5])(?P<close>(?(open)\)|[).:]))(?=\s)")
+_LABEL_RUNS = ("ABCDE", "abcde", "12345")
+# Where inline options may begin: at the start of a line, or right after the end of the question stem
+# ("...?", "...:", "...." or "...!", maybe closed by a quote or bracket) and white space. This is what tells
+# "Which is larger? A) 5 B) 7" from "Plan A) costs 5 and plan B) costs 7."
+_STEM_END = re.compile(r"(?:^|\n)[ \t]*$|[?:.!][\"')\]]?\s+$")
 
 
 @dataclass(frozen=True)
@@ -72,19 +79,69 @@ class AnswerSpace:
 NUMERIC = AnswerSpace("numeric")
 
 
+def _label_style(match: re.Match[str]) -> tuple[bool, str, int]:
+    """A label's style: bracketed or not, its closing mark, and which run (A-E, a-e, 1-5) it belongs to."""
+    label = match.group("label")
+    return bool(match.group("open")), match.group("close"), next(i for i, run in enumerate(_LABEL_RUNS) if label in run)
+
+
+def _option_run(text: str, first: re.Match[str]) -> list[tuple[str, str]]:
+    """The (label, option text) pairs from `first` to the end of `text`: labels in order, one style throughout.
+
+    Why in order and one style: "A) 1. B) 2." has options "1." and "2.", not a label "1"; a label of
+    another style or out of order is part of an option's text.
+    """
+    style = _label_style(first)
+    run = _LABEL_RUNS[style[2]]
+    chain = [first]
+    for match in _LABEL.finditer(text, first.end()):
+        if len(chain) == len(run):
+            break
+        if match.group("label") == run[len(chain)] and _label_style(match) == style:
+            chain.append(match)
+    ends = [m.start() for m in chain[1:]] + [len(text)]
+    return [(m.group("label").upper(), text[m.end():end].strip().rstrip(",;").strip())
+            for m, end in zip(chain, ends, strict=True)]
+
+
 def parse_choices(text: str) -> AnswerSpace:
-    """Parse `"A) first B) second"` (or `1.`/`(A)` forms, one per line or inline) into a choice space."""
-    parts = _CHOICE_SPLIT.split(text.strip())
-    if len(parts) < 5 or parts[0].strip():
+    """Parse `"A) first B) second"` into a choice space.
+
+    Accepted labels: `A)`, `(A)`, `A.`, `A:`, lower-case `a)` ..., and `1)` / `1.` ... (A-E or 1-5), inline or
+    one per line, starting at the first label and running in order in one style.
+    """
+    stripped = text.strip()
+    first = _LABEL.match(stripped)
+    pairs = _option_run(stripped, first) if first and first.group("label") in "Aa1" else []
+    if len(pairs) < 2:
         raise SIAError(
             f"Could not parse the choices {text!r}.",
-            'Write them as "A) first option B) second option" (labels A-E or 1-5).',
+            'Write them as "A) first option B) second option" (labels A-E or 1-5, in order).',
         )
-    labels = tuple(p.upper() for p in parts[1::2])
-    options = tuple(p.strip() for p in parts[2::2])
-    if len(set(labels)) != len(labels) or any(not o for o in options):
-        raise SIAError(f"The choices {text!r} repeat a label or leave an option empty.")
-    return AnswerSpace("choice", labels=labels, options=options)
+    if any(not option for _, option in pairs):
+        raise SIAError(f"The choices {text!r} leave an option empty.", 'Write them as "A) first B) second".')
+    return AnswerSpace("choice", labels=tuple(label for label, _ in pairs), options=tuple(o for _, o in pairs))
+
+
+def split_inline_choices(question: str) -> tuple[str, AnswerSpace] | None:
+    """Split a question that ends with its options into (the stem, the choice space), else return None.
+
+    Why this strict: the options must be recognised without `--choices`, but a numeric word problem must never
+    be mistaken for multiple choice ("Plan A) costs 5 and plan B) costs 7. What is the total cost?"). So the
+    first label is A, a or 1 and starts a line or follows the end of the stem ("?", ":", ".", "!" and white
+    space); at least two options run in order in one label style to the end of the question; the stem is not
+    empty; and no option spans lines or asks a question (that is prose after a list, not options). Labels:
+    `A)`, `(A)`, `A.`, `A:`, `a)`, `1)`, `1.` and the like, inline or one per line.
+    """
+    for first in _LABEL.finditer(question):
+        if first.group("label") not in "Aa1" or not _STEM_END.search(question, 0, first.start()):
+            continue
+        stem = question[: first.start()].strip()
+        pairs = _option_run(question, first)
+        if not stem or len(pairs) < 2 or any(not o or "\n" in o or "?" in o for _, o in pairs):
+            continue
+        return stem, parse_choices(question[first.start():])
+    return None
 
 
 def normalize_number(text: str) -> str | None:

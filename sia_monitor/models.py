@@ -9,17 +9,22 @@ bf16 safetensors in a cache directory; later loads take a second or two.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
-from collections.abc import Callable
+import struct
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import SIAError
+from .threads import configure_threads
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -96,15 +101,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("SIA_MONITOR_CACHE") or Path.home() / ".cache" / "sia-monitor")
 
 
-def configure_threads() -> None:
-    """Use the cores this process may run on (containers often allow fewer than `os.cpu_count()`)."""
-    import torch
-
-    wanted = int(os.environ.get("SIA_MONITOR_THREADS", "0")) or len(os.sched_getaffinity(0))
-    if torch.get_num_threads() != wanted:
-        torch.set_num_threads(wanted)
-
-
 def locate_parts(spec: ModelSpec) -> list[Path]:
     """Find the part files without importing the packages that hold them (their code is not trusted)."""
     paths = []
@@ -166,14 +162,10 @@ def _strip_quantization(model: PreTrainedModel) -> None:
 
 def prepare_registry_model(spec: ModelSpec) -> Path:
     """Return the directory of the converted bf16 safetensors, building it once from the verified GGUF."""
+    cached = _cached_registry_dir(spec)
+    if cached is not None:
+        return cached
     target = cache_root() / "models" / spec.name
-    manifest = target / _MANIFEST
-    if manifest.is_file():
-        try:
-            if json.loads(manifest.read_text()).get("source_sha256") == spec.sha256:
-                return target
-        except (OSError, ValueError):
-            pass  # a broken manifest means a broken conversion: redo it
     import torch
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -198,52 +190,205 @@ def prepare_registry_model(spec: ModelSpec) -> Path:
     return target
 
 
-def resolve_model_source(name_or_path: str) -> tuple[str, Path | str, str | None]:
-    """Map a `--model` value to (model id, directory or hub id, gguf file name or None)."""
+# What a local model directory must hold before transformers is asked to load it. Without these checks a
+# bogus directory fails deep inside transformers with a leaked warning and "(Couldn't instantiate the backend
+# tokenizer from one of: )", which names neither the directory nor the missing file. A tokenizer_config.json
+# alone is not enough: it holds no vocabulary, and that is exactly the case that ends in that message.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                    "sentencepiece.bpe.model", "tekken.json")
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+_GGUF_MAGIC = b"GGUF"
+
+SourceKind = Literal["registry", "directory", "gguf", "hub"]
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A `--model` value after the cheap checks: what it is, the id trajectories record, and where it lives."""
+
+    kind: SourceKind
+    model_id: str
+    path: Path | None  # the directory or the .gguf file; None for registry names and hub ids
+
+
+def _model_kinds_hint() -> str:
+    return (f"Use a registry name ({', '.join(REGISTRY)}), a local model directory, a .gguf file, "
+            "or a hub id (online only).")
+
+
+def _cached_registry_dir(spec: ModelSpec) -> Path | None:
+    """The converted directory of a registry model if a finished conversion of the pinned bytes is cached."""
+    target = cache_root() / "models" / spec.name
+    try:
+        if json.loads((target / _MANIFEST).read_text()).get("source_sha256") == spec.sha256:
+            return target
+    except (OSError, ValueError, AttributeError):
+        pass  # missing or broken manifest: a missing or broken conversion, which is redone
+    return None
+
+
+def _check_model_directory(path: Path) -> None:
+    """Refuse a directory transformers could not load, naming what is missing, before anything heavy runs."""
+    config = path / "config.json"
+    if not config.is_file():
+        ggufs = sorted(path.glob("*.gguf"))
+        hint = (f"Pass the GGUF file itself, e.g. --model {ggufs[0]}." if ggufs else
+                "A model directory holds config.json, tokenizer files and weights (as save_pretrained writes them). "
+                + _model_kinds_hint())
+        raise SIAError(f"Directory {path} is not a model directory: it has no config.json.", hint)
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SIAError(f"Could not read {config}: {exc}.") from exc
+    except ValueError as exc:
+        raise SIAError(f"{config} is not valid JSON ({exc}).", "Restore it from the original model files.") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str) or not data["model_type"]:
+        raise SIAError(f"{config} has no \"model_type\", so transformers cannot tell which model it is.",
+                       "Restore it from the original model files.")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES) and not any(path.glob("*.tiktoken")):
+        raise SIAError(f"Directory {path} has no tokenizer vocabulary (tokenizer.json, tokenizer.model, vocab.json "
+                       "or vocab.txt).", "Save the tokenizer into it too: tokenizer.save_pretrained(DIR).")
+    if not any(any(path.glob(pattern)) for pattern in _WEIGHT_PATTERNS):
+        raise SIAError(f"Directory {path} has no model weights (*.safetensors or pytorch_model*.bin).",
+                       "Save the model into it: model.save_pretrained(DIR).")
+
+
+def _check_gguf_file(path: Path) -> None:
+    """Refuse a truncated or non-GGUF file before transformers reads it ("unpack_from requires a buffer")."""
+    try:
+        stat = path.stat()
+        with path.open("rb") as handle:
+            magic = handle.read(len(_GGUF_MAGIC))
+    except OSError as exc:
+        raise SIAError(f"Could not read GGUF file {path}: {exc.strerror or exc}.") from exc
+    problem = ("it does not start with the GGUF magic bytes" if magic != _GGUF_MAGIC else
+               _gguf_problem(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    if problem:
+        raise SIAError(f"GGUF file {path} is truncated or not a GGUF file ({problem}).", "Download or copy it again.")
+
+
+@functools.lru_cache(maxsize=8)
+def _gguf_problem(path: str, size: int, mtime_ns: int) -> str | None:
+    """What the gguf package's reader finds wrong with the file, or None; remembered per (path, size, mtime)
+    because the CLI checks before loading and `load_model` checks again. The reader maps every tensor onto the
+    file, so a file cut short even by one byte fails here (about 3 s for a 100 MB file, against 12-35 s for
+    transformers to load it)."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(path)
+    except (ValueError, KeyError, IndexError, struct.error, OSError) as exc:
+        return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+    return None
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether a `--model` value can only mean a local path (`owner/name` with one slash may be a hub id)."""
+    return name.startswith((".", "/", "~")) or name.endswith(".gguf") or name.count("/") > 1 or "\\" in name
+
+
+def _classify_source(name_or_path: str) -> _Source:
+    """The cheap checks behind every `--model` value, in one place: nothing is assembled, converted or loaded."""
     if name_or_path in REGISTRY:
-        return name_or_path, prepare_registry_model(REGISTRY[name_or_path]), None
+        spec = REGISTRY[name_or_path]
+        if _cached_registry_dir(spec) is None:
+            locate_parts(spec)  # the packages must be installed to build the cache
+        return _Source("registry", name_or_path, None)
+    if not name_or_path.strip():
+        raise SIAError("The model name or path is empty.", _model_kinds_hint())
     path = Path(name_or_path).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise SIAError(f"GGUF file {path} does not exist.")
-        return path.stem, path.parent, path.name
     if path.is_dir():
-        return path.name, path, None
-    if path.exists() or name_or_path.count("/") != 1 or name_or_path.startswith((".", "/", "~")):
-        raise SIAError(
-            f"Unknown model '{name_or_path}'.",
-            f"Use a registry name ({', '.join(REGISTRY)}), a local model directory, a .gguf file, or a hub id (online only).",
-        )
-    return name_or_path, name_or_path, None
+        _check_model_directory(path)
+        return _Source("directory", Path(os.path.abspath(path)).name, path)  # "." names the folder; links kept
+    if path.is_file():
+        if path.suffix != ".gguf":
+            with contextlib.suppress(OSError), path.open("rb") as handle:
+                if handle.read(4) != _GGUF_MAGIC:
+                    raise SIAError(f"{path} is a file, but neither a .gguf file nor a model directory.",
+                                   _model_kinds_hint())
+        _check_gguf_file(path)
+        return _Source("gguf", path.stem, path)
+    if path.exists():
+        raise SIAError(f"{path} is neither a model directory nor a .gguf file.", _model_kinds_hint())
+    if path.suffix == ".gguf":
+        raise SIAError(f"GGUF file {path} does not exist.", "Check the path.")
+    if _looks_like_path(name_or_path):
+        raise SIAError(f"Model path {path} does not exist.", "Check the path. " + _model_kinds_hint())
+    if "/" not in name_or_path:
+        raise SIAError(f"Unknown model '{name_or_path}'.", _model_kinds_hint())
+    return _Source("hub", name_or_path, None)
+
+
+def check_model_source(name_or_path: str) -> str:
+    """Check a `--model` value cheaply (well under a second) and return the model id `load_model` would record.
+
+    Why: loading takes seconds to minutes, so a typo or a damaged file should fail before any of it, with one
+    line that says what is wrong. Registry names: the cache is ready or the packages are installed. Directories:
+    config.json with a "model_type", tokenizer files and weights. GGUF files: the magic bytes and a header whose
+    tensors fit in the file. A missing path says so; a bare unknown word lists the registry; `owner/name` is taken
+    as a hub id (only loading can tell whether it exists). Raises `SIAError`.
+    """
+    return _classify_source(name_or_path).model_id
+
+
+def resolve_model_source(name_or_path: str) -> tuple[str, Path | str, str | None]:
+    """Map a `--model` value to (model id, directory or hub id, gguf file name or None), after the same checks."""
+    return _resolve(_classify_source(name_or_path), name_or_path)
+
+
+def _resolve(source: _Source, name_or_path: str) -> tuple[str, Path | str, str | None]:
+    if source.kind == "registry":
+        return source.model_id, prepare_registry_model(REGISTRY[name_or_path]), None
+    if source.kind == "gguf" and source.path is not None:
+        return source.model_id, source.path.parent, source.path.name
+    if source.kind == "directory" and source.path is not None:
+        return source.model_id, source.path, None
+    return source.model_id, name_or_path, None
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Keep transformers' logging and Python warnings off stderr while loading: our one line is the message."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(previous)
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, dtype: str = "bfloat16") -> LoadedModel:
     """Load any `--model` value as a causal LM in eval mode, with a clear error for each way it can fail."""
+    checked = _classify_source(name_or_path)  # fails in well under a second, before torch and transformers load
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     configure_threads()
     hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise next to our own output
-    model_id, source, gguf_file = resolve_model_source(name_or_path)
-    is_hub_id = isinstance(source, str)
-    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **kwargs)
-    except OSError as exc:
-        if is_hub_id:
+    with _quiet_transformers():
+        model_id, source, gguf_file = _resolve(checked, name_or_path)
+        kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **kwargs)
+        except OSError as exc:
+            if checked.kind == "hub":
+                raise SIAError(
+                    f"Could not load '{name_or_path}' from the model hub (offline, or no such repository).",
+                    f"Use a registry name ({', '.join(REGISTRY)}) or a local directory when offline.",
+                ) from exc
+            raise SIAError(f"Could not load a model from '{name_or_path}': {exc}".split("\n")[0]) from exc
+        except Exception as exc:  # a damaged local file can fail anywhere inside the loaders (struct.error, ...)
+            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise SIAError(
-                f"Could not load '{name_or_path}' from the model hub (offline, or no such repository).",
-                f"Use a registry name ({', '.join(REGISTRY)}) or a local directory when offline.",
+                f"'{name_or_path}' is not a causal language model that transformers can load ({first_line}).",
+                "Check the path, or use a registry name.",
             ) from exc
-        raise SIAError(f"Could not load a model from '{name_or_path}': {exc}".split("\n")[0]) from exc
-    except Exception as exc:  # a damaged local file can fail anywhere inside the loaders (struct.error, ...)
-        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise SIAError(
-            f"'{name_or_path}' is not a causal language model that transformers can load ({first_line}).",
-            "Check the path, or use a registry name.",
-        ) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -11,6 +11,7 @@ from sia_monitor.answers import (
     parse_answer,
     parse_choices,
     same_answer,
+    split_inline_choices,
     states_answer,
 )
 from sia_monitor.errors import SIAError
@@ -89,6 +90,12 @@ def test_parse_answer_candidates_takes_the_last_mentioned() -> None:
         ("a) x b) y", ("A", "B"), ("x", "y")),
         ("1. a 2. b", ("1", "2"), ("a", "b")),
         ("A. 1.5 m B. 2.5 m", ("A", "B"), ("1.5 m", "2.5 m")),
+        ("(a) x\n(b) y\n(c) z", ("A", "B", "C"), ("x", "y", "z")),
+        ("1) x 2) y 3) z", ("1", "2", "3"), ("x", "y", "z")),
+        ("A: x B: y", ("A", "B"), ("x", "y")),
+        ("A) red, B) blue, C) green", ("A", "B", "C"), ("red", "blue", "green")),
+        ("A) 1. B) 2.", ("A", "B"), ("1.", "2.")),  # "1." inside an option of the "A)" style is not a label
+        ("A) x b) y B) z", ("A", "B"), ("x b) y", "z")),  # another style is option text
     ],
 )
 def test_parse_choices(text: str, labels: tuple[str, ...], options: tuple[str, ...]) -> None:
@@ -96,7 +103,9 @@ def test_parse_choices(text: str, labels: tuple[str, ...], options: tuple[str, .
     assert (space.kind, space.labels, space.options) == ("choice", labels, options)
 
 
-@pytest.mark.parametrize("text", ["just text", "", "A) only one", "A) red A) blue", "stray A) red B) blue"])
+@pytest.mark.parametrize("text", ["just text", "", "A) only one", "A) red A) blue", "stray A) red B) blue",
+                                  "A) red C) blue", "B) red C) blue", "A) red b) blue", "A) red B. blue",
+                                  "A) B) blue"])
 def test_parse_choices_rejects(text: str) -> None:
     with pytest.raises(SIAError, match="choices"):
         parse_choices(text)
@@ -150,3 +159,69 @@ def test_choice_in_prose_needs_an_explicit_label() -> None:
     space = parse_choices("A) red B) blue C) green")
     assert parse_answer("So the correct option is (B) blue.", space) == "B"
     assert parse_answer("A plant is green because of chlorophyll.", space) is None
+
+
+@pytest.mark.parametrize(
+    ("question", "stem", "labels", "options"),
+    [
+        ("Which is a mammal? A) cat B) fish C) bird", "Which is a mammal?", "ABC", ("cat", "fish", "bird")),
+        ("Which is a mammal? a) cat b) fish", "Which is a mammal?", "AB", ("cat", "fish")),
+        ("Which is a mammal? A. cat B. fish", "Which is a mammal?", "AB", ("cat", "fish")),
+        ("Which is a mammal? (A) cat (B) fish (C) bird", "Which is a mammal?", "ABC", ("cat", "fish", "bird")),
+        ("Which is a mammal? (a) cat (b) fish", "Which is a mammal?", "AB", ("cat", "fish")),
+        ("Which is a mammal? 1) cat 2) fish", "Which is a mammal?", "12", ("cat", "fish")),
+        ("Which is a mammal? 1. cat 2. fish 3. owl", "Which is a mammal?", "123", ("cat", "fish", "owl")),
+        ("Which is a mammal?\nA) cat\nB) fish\nC) bird", "Which is a mammal?", "ABC", ("cat", "fish", "bird")),
+        ("Which is a mammal?\n\n1. cat\n2. fish\n", "Which is a mammal?", "12", ("cat", "fish")),
+        ("Pick the mammal:\n(a) cat\n(b) fish", "Pick the mammal:", "AB", ("cat", "fish")),
+        ("Pick the mammal. A) cat B) fish", "Pick the mammal.", "AB", ("cat", "fish")),
+        ("A ball is dropped.\nWhat falls?\nA) ball\nB) sky", "A ball is dropped.\nWhat falls?", "AB", ("ball", "sky")),
+        ("How long is it? A. 1.5 m B. 2.5 m", "How long is it?", "AB", ("1.5 m", "2.5 m")),
+        ("What is 2+3? A) 4 B) 5 C) 6 D) 7 E) 8", "What is 2+3?", "ABCDE", ("4", "5", "6", "7", "8")),
+        ("What is the total? A) 5, B) 7, C) 12", "What is the total?", "ABC", ("5", "7", "12")),
+        ("What is 1+1? A) 1. B) 2.", "What is 1+1?", "AB", ("1.", "2.")),
+        ('He said "which one?" (A) this (B) that', 'He said "which one?"', "AB", ("this", "that")),
+        # prose labels before the stem ends are skipped; the options after it are found
+        ("Plan A) costs 5 and plan B) costs 7. Which is cheaper?\nA) plan A\nB) plan B",
+         "Plan A) costs 5 and plan B) costs 7. Which is cheaper?", "AB", ("plan A", "plan B")),
+    ],
+)
+def test_split_inline_choices(question: str, stem: str, labels: str, options: tuple[str, ...]) -> None:
+    found = split_inline_choices(question)
+    assert found is not None
+    assert found[0] == stem
+    assert (found[1].kind, found[1].labels, found[1].options) == ("choice", tuple(labels), options)
+    assert question.startswith(stem) and found[1] == parse_choices(question[len(stem):])  # the rest is the options
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Plan A) costs 5 and plan B) costs 7. What is the total cost?",
+        "He scored 3. Then 5 more. How many?",
+        "Section A) has 4 rows and section B) has 6. How many rows?",
+        "A) costs 5 and B) costs 7. What is the total?",  # no stem before the first label
+        "Box A) holds 3 balls.\nBox B) holds 4 balls.\nHow many balls?",
+        "Group A. has 3 and group B. has 4. What is the total?",
+        "Step 1. Add 3 and 4. Step 2. Multiply by 2. What is the result?",
+        "He ran 1. 5 km and 2. 3 km. How far did he run?",
+        "A farmer has:\n1. 5 cows\n2. 3 pigs\nHow many animals does he have?",  # a list inside the question
+        "There are 2 boxes. 1. Box one has 3 balls. 2. Box two has 4 balls. How many balls?",
+        "John has 5 apples. A) He eats 2. B) He buys 3. How many apples does he have?",
+        "Dr. A. Smith and B. Jones met. How many people met?",
+        "The price rose 1.5 times. What is 2.5 times 4?",
+        "What is 1.5 + 2.5? Round to 1. decimal.",
+        "A baker made 24 muffins and sold 9. How many are left?",
+        "Which is bigger? A) 5",  # one option
+        "Which is bigger? A) 5 C) 7",  # out of order
+        "Which is bigger? B) 5 C) 7",  # not from A
+        "Which is bigger? A) 5 b) 7",  # mixed case
+        "Which is bigger? A) 5 B. 7",  # mixed closing mark
+        "Which is bigger? (A) 5 B) 7",  # mixed brackets
+        "Which is bigger? A)5 B)7",  # labels must stand alone
+        "",
+        "   ",
+    ],
+)
+def test_split_inline_choices_leaves_other_questions_alone(question: str) -> None:
+    assert split_inline_choices(question) is None
