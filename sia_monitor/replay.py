@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from .errors import SIAError
 from .guarded import ForcedAnswer, PauseGate
 from .prompts import probe_suffix
 from .scoring import Prefix, StepScorer
-from .trajectory import MonitorEvent, Trajectory, read_trajectories
+from .trajectory import MonitorEvent, Trajectory, TruncatedTrajectoryWarning, read_trajectory_file
 
 _PIECE = re.compile(r"\s*[A-Za-z]+|\s*\d|\s*[^\sA-Za-z\d]|\s+")
 
@@ -133,8 +134,21 @@ def truncate(trajectory: Trajectory, tokens: int, steps: int, text: str, reason:
 
 
 def load_replay(path: str | Path, item: int = 0) -> list[Trajectory]:
-    """Record `item` of a trajectory file, then the later records of the same question (its resamples)."""
-    records = list(read_trajectories(path, skip_truncated_tail=True))
+    """Record `item` of a trajectory file, then the later records of the same question (its resamples).
+
+    A file cut off inside a record (an interrupted copy or writer) still replays its complete records, with
+    one `TruncatedTrajectoryWarning` that says so and how many there were: a replay that quietly ends
+    early would look like a file that was whole. A file that is not a trajectory file at all (not gzip, a
+    line that is not JSON or not one of our records) is an SIAError that says which.
+    """
+    read = read_trajectory_file(path)
+    records = read.records
+    if read.truncated is not None:
+        if not records:
+            raise SIAError(f"Trajectory file {path} is truncated ({read.truncated}) before its first complete record.")
+        warnings.warn(f"Trajectory file {path} is truncated ({read.truncated}): replaying the {len(records)} "
+                      f"complete record{'s' if len(records) != 1 else ''} before the cut.",
+                      TruncatedTrajectoryWarning, stacklevel=2)
     if not records:
         raise SIAError(f"Trajectory file {path} holds no trajectories.")
     if not 0 <= item < len(records):

@@ -7,6 +7,7 @@ worker thread behind `stream()`.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -35,6 +36,16 @@ class GenerationSettings:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Checked here so every caller (CLI, library, TUI resamples) is refused alike: transformers would
+        # otherwise run a negative or NaN temperature greedily and say nothing.
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise SIAError(f"--temperature must be 0 (greedy) or a positive number, not {self.temperature}.")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise SIAError(f"top_p must be in (0, 1], not {self.top_p}.")
+        if self.max_new_tokens < 1:
+            raise SIAError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}.")
 
     def generate_kwargs(self) -> dict[str, Any]:
         if self.temperature > 0:
@@ -103,6 +114,8 @@ class Monitor:
         """Generate (batched) with the monitor attached; one trajectory per question, in order."""
         settings = settings or GenerationSettings()
         questions = [questions] if isinstance(questions, str) else list(questions)
+        if not questions:  # an empty batch (e.g. a filtered benchmark slice) is no work, not an error
+            return []
         space_list = [spaces] * len(questions) if isinstance(spaces, AnswerSpace) else list(spaces)
         encoding, max_new = self.encode(questions, space_list, settings.max_new_tokens)
         cache = DynamicCache(config=self.model.config)
@@ -113,7 +126,9 @@ class Monitor:
             segmenter=self.segmenter, step_regex=self.step_regex, on_event=on_event, probe=probe,
             model_id=self.loaded.model_id, row_stopper=row_stopper, scorer=self.scorer,
         )
-        monitor.begin(encoding["attention_mask"])
+        record = {**asdict(settings), "max_new_tokens": max_new, "batch_size": len(questions),
+                  "dtype": str(self.model.dtype).removeprefix("torch.")}
+        monitor.begin(encoding["attention_mask"], generation=record)
         torch.manual_seed(settings.seed)
         with torch.inference_mode():
             sequences = self.model.generate(
@@ -133,9 +148,7 @@ class Monitor:
                 reasons.append("cancelled")
             else:
                 reasons.append("length")
-        record = {**asdict(settings), "max_new_tokens": max_new, "batch_size": len(questions),
-                  "dtype": str(self.model.dtype).removeprefix("torch.")}
-        return monitor.finish(sequences, reasons, record)
+        return monitor.finish(sequences, reasons)
 
     def stream(
         self,

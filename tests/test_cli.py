@@ -22,9 +22,9 @@ def test_run_json_streams_events_and_saves(tmp_path: Path, capsys: pytest.Captur
                  "--save", str(save), *FIXTURE])
     assert code == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    kinds = [e["event"] for e in events]
+    kinds = [e["kind"] for e in events]
     assert kinds[-1] == "final" and "token" in kinds
-    text = "".join(e["text"] for e in events if e["event"] == "token")
+    text = "".join(e["text"] for e in events if e["kind"] == "token")
     (saved,) = list(read_trajectories(save))
     assert saved.final_text.strip() == text.strip() or text.startswith(saved.final_text[:10])
     assert events[-1]["trajectory"]["n_tokens"] == saved.n_tokens

@@ -202,9 +202,24 @@ def test_shipped_numeric_calibrator_loads() -> None:
     assert len(curve) == len(trajectory.steps) and all(0.0 <= p <= 1.0 for p in curve)
 
 
+def _shipped_recipe_prefixes(name: str) -> np.ndarray:
+    (recipe,) = [r for r in load_recipes() if r.key == f"{MODEL}/{name}"]
+    return PrefixTable.build([t for t in read_trajectories(recipe.data[0]) if t.steps][:200]).X
+
+
+# Why a tolerance, and this one: the features are float sums whose last bits depend on the CPU's SIMD path
+# (AVX2, AVX-512, AMX), and HistGradientBoosting bins plus isotonic steps turn a last-bit difference into a
+# step of a few hundredths for the few prefixes that sit on a bin edge. Measured on an Intel Xeon with AMX
+# against artifacts fitted on AMD EPYC: 21 of 2341 predictions differed, by at most 0.040, and the held-out
+# metrics did not move at the third decimal. So: 99% of prefixes within 0.01, none off by more than 0.1, and
+# every held-out metric on the card within 0.005. Exactness is tested where it can hold, in one process:
+# `test_fit_is_deterministic` above refits the same recipe twice and finds identical predictions and metrics.
+CLOSE, MOST, WORST, METRIC = 0.01, 0.99, 0.1, 0.005
+
+
 @pytest.mark.parametrize("name", ["numeric", "choice"])
 def test_fit_reproduces_the_shipped_calibrator(name: str, tmp_path: Path) -> None:
-    """The shipped artifacts are exactly what `sia-monitor fit` makes of the committed trajectories.
+    """The shipped artifacts are what `sia-monitor fit` makes of the committed trajectories, on any x86 CPU.
 
     Fails when data, features or fitting change without a refit: run `make calibrate` and commit the result.
     """
@@ -213,7 +228,16 @@ def test_fit_reproduces_the_shipped_calibrator(name: str, tmp_path: Path) -> Non
         pytest.skip(f"{shipped} is not fitted in this checkout")
     assert main(["fit", "--only", f"{MODEL}/{name}", "--shipped", str(tmp_path)]) == 0
     ours, theirs = load_calibrator(tmp_path / MODEL / f"{name}.skops"), load_calibrator(shipped)
-    (recipe,) = [r for r in load_recipes() if r.key == f"{MODEL}/{name}"]
     assert theirs.info.data == ours.info.data, "the shipped calibrator was fitted on other trajectories"
-    X = PrefixTable.build([t for t in read_trajectories(recipe.data[0]) if t.steps][:200]).X
-    np.testing.assert_allclose(ours.estimator.p_correct(X), theirs.estimator.p_correct(X), rtol=0, atol=1e-9)
+    chosen = ("model", "method")
+    assert [ours.info.config[k] for k in chosen] == [theirs.info.config[k] for k in chosen], (
+        "fit chose another model or calibration method")
+    X = _shipped_recipe_prefixes(name)
+    diff = np.abs(ours.estimator.p_correct(X) - theirs.estimator.p_correct(X))
+    assert (diff <= CLOSE).mean() >= MOST and diff.max() <= WORST, (
+        f"{(diff > CLOSE).sum()} of {diff.size} predictions differ by more than {CLOSE} (max {diff.max():.3f})")
+    for where in ("at_last_step", "at_50pct", "all_prefixes"):
+        for metric, value in theirs.info.metrics[where].items():
+            if isinstance(value, float):
+                assert ours.info.metrics[where][metric] == pytest.approx(value, abs=METRIC), (where, metric)
+

@@ -58,10 +58,10 @@ def test_run_shows_p_correct(capsys: pytest.CaptureFixture[str]) -> None:
 def test_run_json_carries_p_correct_and_none_disables_it(capsys: pytest.CaptureFixture[str]) -> None:
     question = "Sam has 5 pens and buys 7 more. How many pens does he have?"
     assert main(["run", question, "--json", "--max-new-tokens", "48"]) == 0
-    steps = [e["step"] for e in map(json.loads, capsys.readouterr().out.splitlines()) if e["event"] == "step"]
+    steps = [e["step"] for e in map(json.loads, capsys.readouterr().out.splitlines()) if e["kind"] == "step"]
     assert steps and all(s["p_correct"] is not None for s in steps)
     assert main(["run", question, "--json", "--max-new-tokens", "48", "--calibrator", "none"]) == 0
-    steps = [e["step"] for e in map(json.loads, capsys.readouterr().out.splitlines()) if e["event"] == "step"]
+    steps = [e["step"] for e in map(json.loads, capsys.readouterr().out.splitlines()) if e["kind"] == "step"]
     assert steps and all(s["p_correct"] is None for s in steps)
 
 

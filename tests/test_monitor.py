@@ -38,7 +38,13 @@ SMOL_QUESTIONS = [
 EASY_CHOICE_QUESTION = "What is 2 + 2?"
 EASY_CHOICE = parse_choices("A) 3 B) 5 C) 4 D) 22")
 ARC_EASY_ID = "Mercury_7239733"  # an ARC-Easy test item the default model answers correctly (D)
-SVAMP_ID = "chal-4"  # a SVAMP item the default model answers correctly (22) in about 140 tokens at batch 1
+SVAMP_ID = "chal-4"  # a SVAMP item; the batch-2 identity test needs only its steps, not where it ends
+# A short SVAMP item for the covered-mass test. Greedy traces differ between CPUs (bf16 kernels), so its budget
+# leaves room for any of them: measured with batch 1 on AMD EPYC (AVX-512): eos at 96 tokens; with torch forced
+# onto its AVX2 kernels (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2): 221; on the default kernels: 96.
+SHORT_SVAMP_ID, SHORT_SVAMP_BUDGET = "chal-8", 512
+# The 2+2 choice trace ends after 56-66 tokens on those kernel paths: 200 leaves 3x room.
+CHOICE_BUDGET = 200
 
 
 @dataclass
@@ -306,7 +312,7 @@ def pick(items: list[Item], item_id: str) -> Item:
 
 @pytest.fixture(scope="module")
 def qwen_batch1(qwen: Monitor) -> tuple[GreedyRun, GreedyRun]:
-    args = ([EASY_CHOICE_QUESTION], [EASY_CHOICE], 120)
+    args = ([EASY_CHOICE_QUESTION], [EASY_CHOICE], CHOICE_BUDGET)
     return greedy(qwen, *args, attach=False), greedy(qwen, *args, attach=True)
 
 
@@ -343,6 +349,7 @@ def test_default_model_token_identity_left_padded_batch2(
 def test_default_model_choice_commits(qwen_batch1: tuple[GreedyRun, GreedyRun]) -> None:
     (trajectory,) = qwen_batch1[1].trajectories
     print("choice (2+2) steps:", steps_summary(trajectory), trajectory.parsed_answer)
+    # 2 + 2 = 4 is option C on every kernel path tried; the way there (which labels rise first) is not.
     assert trajectory.finish_reason == "eos" and trajectory.parsed_answer == "C"
     last = trajectory.steps[-1]
     assert last.top[0][0] == "C"
@@ -362,8 +369,11 @@ def test_default_model_arc_easy_row(qwen_batch2: tuple[list[Item], GreedyRun, Gr
 
 @pytest.mark.default_model
 def test_default_model_svamp_covered_mass(qwen: Monitor, data_dir: Path) -> None:
-    item = pick(load_benchmark("svamp", data_dir, limit=10), SVAMP_ID)
-    (trajectory,) = qwen.generate(item.question, item.space, GenerationSettings(max_new_tokens=200))
+    """On a trace that ends, the numeric candidates hold the model's mass, and the entropy has fallen to near
+    zero on the answer the model then writes (it has committed). Whether that answer is right depends on the
+    CPU's kernels (another path makes other traces), so correctness is not asserted."""
+    item = pick(load_benchmark("svamp", data_dir, limit=10), SHORT_SVAMP_ID)
+    (trajectory,) = qwen.generate(item.question, item.space, GenerationSettings(max_new_tokens=SHORT_SVAMP_BUDGET))
     print("svamp steps:", steps_summary(trajectory), trajectory.parsed_answer, trajectory.finish_reason,
           trajectory.n_tokens)
     assert trajectory.finish_reason == "eos" and trajectory.parsed_answer is not None
@@ -371,3 +381,5 @@ def test_default_model_svamp_covered_mass(qwen: Monitor, data_dir: Path) -> None
     last = trajectory.steps[-1]
     assert last.covered > 0.5
     assert all(0.0 < s.covered <= 1.0 for s in trajectory.steps)
+    assert last.top[0][0] == trajectory.parsed_answer and last.entropy_bits < 0.5
+    assert last.entropy_bits < max(s.entropy_bits for s in trajectory.steps)

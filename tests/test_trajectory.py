@@ -96,17 +96,21 @@ def test_blank_lines_are_ignored(tmp_path: Path) -> None:
     assert len(list(read_trajectories(path))) == 2
 
 
-@pytest.mark.parametrize("bad", ["{not json", '{"schema": "something-else", "version": 1}', "[1, 2]",
-                                 '{"schema": "sia-monitor/trajectory", "version": 1, "model_id": "x"}'])
-def test_malformed_line_names_file_and_line(tmp_path: Path, bad: str) -> None:
+@pytest.mark.parametrize(("bad", "says"), [
+    ("{not json", ":2 is not JSON ("),
+    ('{"schema": "something-else", "version": 1}', ":2 is not a sia-monitor trajectory record (its schema is"),
+    ("[1, 2]", ":2 is not a sia-monitor trajectory record (it is a JSON array"),
+    ('{"schema": "sia-monitor/trajectory", "version": 1, "model_id": "x"}', ":2: malformed trajectory record ("),
+])
+def test_malformed_line_names_file_and_line(tmp_path: Path, bad: str, says: str) -> None:
     path = tmp_path / "runs.jsonl"
     write_trajectories(path, [make_trajectory(0)])
     with path.open("a", encoding="utf-8") as out:
         out.write(bad + "\n")
     write_trajectories(path, [make_trajectory(1)])
-    with pytest.raises(SIAError, match=re.escape(f"{path}:2: malformed")):
+    with pytest.raises(SIAError, match=re.escape(f"{path}{says}")):
         list(read_trajectories(path))
-    with pytest.raises(SIAError, match=re.escape(f"{path}:2: malformed")):  # only a bad *last* line may be skipped
+    with pytest.raises(SIAError, match=re.escape(f"{path}{says}")):  # only a bad *last* line may be skipped
         list(read_trajectories(path, skip_truncated_tail=True))
 
 
@@ -116,7 +120,7 @@ def test_invalid_utf8_line_names_file_and_line(tmp_path: Path) -> None:
     with path.open("ab") as out:
         out.write(b'{"schema": "\xff\xfe"}\n')
     write_trajectories(path, [make_trajectory(1)])
-    with pytest.raises(SIAError, match=re.escape(f"{path}:2: malformed")):
+    with pytest.raises(SIAError, match=re.escape(f"{path}:2 is not UTF-8 text")):
         list(read_trajectories(path))
 
 
@@ -182,15 +186,15 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 def test_event_to_json() -> None:
     trajectory = make_trajectory(1)
     step = trajectory.steps[0]
-    assert MonitorEvent("token", row=2, text="Hi").to_json() == {"event": "token", "row": 2, "text": "Hi"}
+    assert MonitorEvent("token", row=2, text="Hi").to_json() == {"kind": "token", "row": 2, "text": "Hi"}
     step_json = MonitorEvent("step", row=1, step=step).to_json()
-    assert step_json["event"] == "step" and step_json["row"] == 1 and "text" not in step_json
+    assert step_json["kind"] == "step" and step_json["row"] == 1 and "text" not in step_json
     assert step_json["step"]["entropy_bits"] == step.entropy_bits and step_json["step"]["index"] == 0
     assert step_json["step"]["top"][0] == ("B", 0.6667)
     final = MonitorEvent("final", trajectory=trajectory).to_json()
-    assert final["event"] == "final" and final["trajectory"] == trajectory.to_json()
+    assert final["kind"] == "final" and final["trajectory"] == trajectory.to_json()
     assert Trajectory.from_json(final["trajectory"]) == rounded(trajectory)
     decision = MonitorEvent("decision", row=0, detail={"action": "stop", "step": 3}).to_json()
-    assert decision == {"event": "decision", "row": 0, "detail": {"action": "stop", "step": 3}}
+    assert decision == {"kind": "decision", "row": 0, "detail": {"action": "stop", "step": 3}}
     for event in (step_json, final, decision):
         json.dumps(event)  # every event is plain JSON

@@ -29,8 +29,9 @@ from textual.widgets import Footer
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from sia_monitor.answers import parse_answer
+from sia_monitor.errors import SIAError
 from sia_monitor.prompts import probe_suffix
-from sia_monitor.trajectory import MonitorEvent, StepRecord, Trajectory, write_trajectories
+from sia_monitor.trajectory import MonitorEvent, StepRecord, Trajectory, save_trajectories
 
 from .sources import EventSource
 from .widgets import (
@@ -393,7 +394,12 @@ class SIAMonitorApp(App[int]):
             self._note("info", "nothing to export yet")
             return
         path = self.export_dir / f"{self._stamp}-export-{len(self.exported) + 1}.jsonl"
-        write_trajectories(path, records, append=False)
+        try:
+            save_trajectories(path, records, append=False)
+        except SIAError as exc:  # the records went to a rescue file, which the message names
+            self._note("info", f"export failed: {exc}")
+            self.notify(str(exc), title="export failed", severity="error")
+            return
         self.exported.append(path)
         self._note("info", f"exported {len(records)} trajectories to {path}")
         self.notify(f"exported to {path}", title="export")
@@ -414,7 +420,7 @@ class SIAMonitorApp(App[int]):
                 self._note("info", f"the source ended abnormally ({exc}): saving what the screen has")
         self._drain()
         self.save()
-        self.exit(1 if self.error else 0)
+        self.exit(return_code=1 if self.error else 0)  # `sia-monitor tui` exits with it too
 
     # -- saving ---------------------------------------------------------------------------------------------
     def _records(self) -> list[Trajectory]:
@@ -443,7 +449,11 @@ class SIAMonitorApp(App[int]):
         records = self._records()
         if not records:
             return None
-        write_trajectories(self.save_path, records)
+        try:
+            save_trajectories(self.save_path, records)
+        except SIAError as exc:  # kept in a rescue file that the message names; quitting then exits non-zero
+            self.error = str(exc)
+            return None
         self.saved_path = self.save_path
         return self.saved_path
 

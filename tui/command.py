@@ -11,11 +11,11 @@ import argparse
 from rich.console import Console
 from rich.markup import escape
 
-from sia_monitor.cli import _load_calibrator, _load_monitor, _settings, resolve_space
+from sia_monitor.cli import _load_calibrator, _load_monitor, prepare_generation
 from sia_monitor.errors import SIAError
 from sia_monitor.policy import GuardrailPolicy
-from sia_monitor.prompts import format_question
 from sia_monitor.replay import load_replay
+from sia_monitor.trajectory import check_writable
 
 from .app import answer_of, create_app, default_save_path
 from .sources import EventSource, LiveSource, ReplaySource
@@ -35,17 +35,17 @@ def source_from_args(args: argparse.Namespace, err: Console) -> EventSource:
     if args.replay is not None:
         if args.question:
             raise SIAError("Pass a question or --replay FILE, not both.")
-        trajectories = load_replay(args.replay, args.item)
+        if args.save is not None:
+            check_writable(args.save)
+        trajectories = load_replay(args.replay, args.item)  # a cut-off file warns (one line, from the CLI)
         first = trajectories[0]
         scorer = _load_calibrator(args, first.model_id, first.answer_space, err)
         return ReplaySource(trajectories, args.speed, scorer, policy, auto=args.auto)
     if not args.question:
         raise SIAError("Nothing to monitor.", 'Pass a question (sia-monitor tui "What is 2+3?") or --replay FILE.')
-    space = resolve_space(args)
-    format_question(args.question, space)  # the same check generation makes, but before the model loads
-    settings = _settings(args)
+    space, settings, _, calibrator = prepare_generation(args, err)  # every check before the model loads
     monitor = _load_monitor(args, err)
-    monitor.scorer = _load_calibrator(args, monitor.loaded.model_id, space, err)
+    monitor.scorer = calibrator
     return LiveSource(monitor, args.question, space, settings, policy, auto=args.auto)
 
 
@@ -53,6 +53,8 @@ def run_tui(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
     source = source_from_args(args, err)
     save_path = args.save if (args.save is not None or source.mode == "replay") else default_save_path()
+    if save_path is not None:
+        check_writable(save_path)  # the default folder too: find out now, not when `q` saves
     app = create_app(source, save_path=save_path)
     app.run()
     if app.attempts:
