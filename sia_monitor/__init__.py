@@ -9,7 +9,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from .threads import set_openmp_wait_default
+
 __version__ = "0.1.0"
+set_openmp_wait_default()  # before anything imports torch: see sia_monitor/threads.py for why and the figures
 
 _EXPORTS = {
     "AnswerSpace": "answers", "AnswerDistribution": "answers", "NUMERIC": "answers", "parse_choices": "answers",

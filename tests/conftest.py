@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import sia_monitor  # noqa: F401  (first: it sets the OpenMP wait default before any test imports torch)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
