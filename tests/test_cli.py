@@ -71,6 +71,17 @@ def test_help_reads_like_the_docs() -> None:
         assert option in result.stdout
 
 
+def test_every_command_has_a_description(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--help` of each command says what it does, not just its usage line (`models --help` once said nothing)."""
+    for command in ("run", "collect", "regrade", "fit", "evaluate", "models", "tui"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        usage, _, rest = capsys.readouterr().out.partition("\n\n")
+        description = rest.split("\n\n")[0]
+        assert usage.startswith("usage:") and not description.startswith(("options:", "positional")), command
+        assert len(description) > 60, command
+
+
 def test_hub_id_offline_is_a_clear_error() -> None:
     """A hub id is accepted, but offline it must fail with one line (HF_HUB_OFFLINE keeps the test off the network)."""
     result = subprocess.run(
