@@ -144,6 +144,7 @@ def write_trajectories(path: str | Path, trajectories: Iterable[Trajectory], app
     if append:
         _write_lines(path, lines, "ab", compressed=path.suffix == ".gz")
         return
+    _remove_stale_staging(path)
     staging = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
         _write_lines(staging, lines, "wb", compressed=path.suffix == ".gz")
@@ -151,6 +152,21 @@ def write_trajectories(path: str | Path, trajectories: Iterable[Trajectory], app
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+
+
+def _remove_stale_staging(path: Path) -> None:
+    """Delete unfinished copies that a killed replacement left beside `path` (their writer is gone). They never
+    hold the only copy of anything: the file they were to replace is still whole."""
+    for staging in path.parent.glob(f".{path.stem}.partial-*{path.suffix}"):
+        pid = staging.name.removeprefix(f".{path.stem}.partial-").removesuffix(path.suffix)
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            staging.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def check_writable(path: str | Path) -> None:
