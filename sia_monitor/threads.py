@@ -1,10 +1,10 @@
 """How many threads torch uses, and how they wait: chosen so that a shared machine slows down, not collapses.
 
 Measured (`benchmarks/contention.py`, BENCHMARKS.md "A busy machine"): on 2 cores, two monitors at 2 threads
-each with OpenMP's default wait (each idle thread spins 300,000 times before it sleeps) ran at 4.6-6.2 tokens/s
+each with OpenMP's default wait (each idle thread spins 300,000 times before it sleeps) ran at 4.6-4.8 tokens/s
 each, against 22-24 alone: every parallel region waits for a spinning thread that has no core. With
-GOMP_SPINCOUNT=2000 the same pair ran at 13.0-13.3 each, and one monitor alone lost nothing (22.7). Sleeping
-at once (OMP_WAIT_POLICY=PASSIVE) avoids the collapse too but costs a monitor alone 40%.
+GOMP_SPINCOUNT=2000 the same pair ran at 11.6-13.3 each, and one monitor alone lost nothing (22.7-23.9).
+Sleeping at once (OMP_WAIT_POLICY=PASSIVE) avoids the collapse too but cost a monitor alone 15-40%.
 """
 
 from __future__ import annotations
