@@ -12,7 +12,6 @@ benchmark, checks the output file and what it holds; `run_collection` generates.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
