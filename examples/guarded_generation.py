@@ -13,7 +13,7 @@ import sys
 
 from calibrators import calibrator_for
 from sia_monitor import NUMERIC, Monitor
-from sia_monitor.guarded import run_guarded
+from sia_monitor.live import run_guarded
 from sia_monitor.policy import GuardrailPolicy
 from sia_monitor.runner import GenerationSettings
 

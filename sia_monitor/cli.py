@@ -30,13 +30,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from .answers import NUMERIC, AnswerSpace, parse_choices, split_inline_choices
 from .benchmarks import BENCHMARKS
 from .errors import SIAError, SIAWarning
-from .models import DEFAULT_MODEL, REGISTRY, cache_root, check_model_source, locate_parts
-from .prompts import format_question
-from .segmentation import SEGMENTER_MODES, StepSegmenter
-from .trajectory import MonitorEvent, StepRecord, Trajectory, check_writable, save_trajectories
+from .models import DEFAULT_MODEL, REGISTRY, cache_root, locate_parts
+from .options import (
+    DecodingOptions,
+    ModelOptions,
+    add_answer_options,
+    add_calibrator_options,
+    add_guardrail_options,
+    add_model_options,
+    load_monitor,
+    prepare,
+)
+from .trajectory import MonitorEvent, StepRecord, Trajectory, save_trajectories
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (what is wrong, and where the help is), exit 2.
@@ -48,21 +55,6 @@ class _Parser(argparse.ArgumentParser):
         Console(stderr=True, highlight=False, soft_wrap=True).print(
             f"[bold red]error:[/] {escape(message)} (see `{escape(self.prog)} --help`)")
         self.exit(2)
-
-
-def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL,
-        help=f"registry name ({', '.join(REGISTRY)}), a local model directory, a .gguf file, "
-        f"or a hub id (online only). Default: {DEFAULT_MODEL}",
-    )
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="generation budget (default 512)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
-    parser.add_argument("--steps", choices=SEGMENTER_MODES, default="line",
-                        help="where a reasoning step ends: at a newline (line, default), at a sentence end, "
-                        "or where --step-regex matches")
-    parser.add_argument("--step-regex", default=None, help="pattern that ends a step, with --steps regex")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,15 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         "mass the estimator covered. At the end: the parsed answer, tokens and tokens/s.",
     )
     run.add_argument("question", help="the question to answer")
-    run.add_argument("--answer-type", choices=("auto", "numeric", "choice", "candidates"), default="auto",
-                     help="answer space: numbers, option labels, or --candidates; auto = choice when options "
-                     "are given (with --choices or written as 'A) ... B) ...' in the question), else numeric")
-    run.add_argument("--choices", default=None, help='the options, e.g. "A) red B) blue C) green"')
-    run.add_argument("--candidates", default=None, help='answers to score exactly, separated by ";"')
+    add_answer_options(run)
     run.add_argument("--save", type=Path, default=None, help="append the trajectory to this JSONL(.gz) file")
     run.add_argument("--json", action="store_true", help="print one JSON event per line instead of text")
-    _calibrator_options(run)
-    _model_options(run)
+    add_calibrator_options(run)
+    add_model_options(run)
 
     col = commands.add_parser(
         "collect", help="monitor a benchmark and write graded trajectories (resumable)",
@@ -104,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--samples", type=int, default=1, help="samples per question (needs --temperature > 0)")
     col.add_argument("--data-dir", default=None,
                      help="folder with gsm8k/, svamp/, arc/ (default: $SIA_MONITOR_DATA or ../shared/data)")
-    _model_options(col)
+    add_model_options(col)
 
     regrade = commands.add_parser(
         "regrade", help="re-parse and re-grade saved trajectories in place (no model needed)",
@@ -177,72 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument("--save", type=Path, default=None, metavar="FILE",
                      help="where quitting writes the session, every attempt (default for a live run: "
                      "sia-monitor-runs/<timestamp>.jsonl; a replay is saved only when this is given)")
-    tui.add_argument("--answer-type", choices=("auto", "numeric", "choice", "candidates"), default="auto",
-                     help="answer space, as for `run`")
-    tui.add_argument("--choices", default=None, help='the options, e.g. "A) red B) blue C) green"')
-    tui.add_argument("--candidates", default=None, help='answers to score exactly, separated by ";"')
-    guard = tui.add_argument_group("guardrail")
-    guard.add_argument("--auto", action="store_true", help="start with the guardrail on (toggle it with `a`)")
-    guard.add_argument("--min-steps", type=int, default=3, help="never act before this many steps (default 3)")
-    guard.add_argument("--stop-below", type=float, default=0.2,
-                       help="stop when P(correct) stays below this (default 0.2)")
-    guard.add_argument("--patience", type=int, default=3, help="... for this many steps in a row (default 3)")
-    guard.add_argument("--max-resamples", type=int, default=0,
-                       help="resample a failing trace up to this many times before stopping, keeping the best "
-                       "attempt (default 0)")
-    guard.add_argument("--accept-above", type=float, default=None,
-                       help="end the reasoning early when P(correct) reaches this and the top answer has held "
-                       "for 2 steps and is not just a number from the question (default: never; 0.5 suits the "
-                       "shipped numeric calibrator)")
-    guard.add_argument("--entropy-above", type=float, default=1.0,
-                       help="without a calibrator: a step at or above this many bits counts as unsure (default 1)")
-    guard.add_argument("--temperature-bump", type=float, default=0.4,
-                       help="each resample samples this much hotter than the last, with a new seed (default 0.4)")
-    _calibrator_options(tui)
-    _model_options(tui)
+    add_answer_options(tui, help_type="answer space, as for `run`")
+    add_guardrail_options(tui)
+    add_calibrator_options(tui)
+    add_model_options(tui)
     return parser
-
-
-def _calibrator_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--calibrator", default="auto",
-                        help="where P(correct) comes from: auto (the calibrator shipped for this model and answer "
-                        "type, if any), none, or a .skops file")
-    parser.add_argument("--force", action="store_true",
-                        help="use --calibrator even if it was fitted for another model or answer type")
-
-
-def resolve_space(args: argparse.Namespace) -> AnswerSpace:
-    kind = args.answer_type
-    if args.choices and kind in ("auto", "choice"):
-        return parse_choices(args.choices)
-    if args.candidates and kind in ("auto", "candidates"):
-        return AnswerSpace("candidates", candidates=tuple(c.strip() for c in args.candidates.split(";") if c.strip()))
-    if kind in ("auto", "choice"):
-        inline = split_inline_choices(args.question)
-        if inline is not None:
-            args.question, space = inline
-            return space
-        if kind == "choice":
-            raise SIAError("--answer-type choice needs options.",
-                           'Pass --choices "A) ... B) ..." or end the question with them.')
-    if kind == "candidates":
-        raise SIAError("--answer-type candidates needs --candidates.", 'Pass --candidates "yes; no".')
-    return NUMERIC
-
-
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """Decoding settings and the step mode, refused here (before any model loads) when they are invalid."""
-    from .runner import GenerationSettings
-
-    StepSegmenter(args.steps, args.step_regex)  # a missing or broken --step-regex fails now, not after loading
-    return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-
-
-def _load_monitor(args: argparse.Namespace, console: Console):  # type: ignore[no-untyped-def]
-    from .runner import Monitor
-
-    with console.status(f"Loading {args.model}"):
-        return Monitor.load(args.model, segmenter=args.steps, step_regex=args.step_regex)
 
 
 def _step_line(step: StepRecord) -> Text:
@@ -259,58 +186,14 @@ def _step_line(step: StepRecord) -> Text:
     )
 
 
-def _load_calibrator(args: argparse.Namespace, model_id: str, space: AnswerSpace, err: Console):  # type: ignore[no-untyped-def]
-    """The calibrator for `run` and `tui`, or None (said once on stderr, so the user knows P(correct) is
-    missing). Needs only the model id, so a bad --calibrator is refused before the model loads."""
-    if args.calibrator == "none":
-        return None
-    from calibrators import calibrator_for
-    from calibrators.fitting import load_recipes
-
-    calibrator = calibrator_for(model_id, space, args.calibrator, force=args.force)
-    if calibrator is None:
-        fit_hint = any(recipe.model == model_id for recipe in load_recipes())
-        err.print(f"[dim]No calibrator ships for {escape(model_id)} with {space.kind} answers: showing the "
-                  "entropy only" + (" (fit one with `sia-monitor fit`)." if fit_hint else
-                                    "; calibrators/README.md says how to fit one on your own trajectories.") + "[/]")
-    return calibrator
-
-
-def _describe_space(space: AnswerSpace, question: str, err: Console) -> None:
-    """Say which answer space was chosen, so a question misread as multiple choice (or not) is visible."""
-    if space.kind == "choice":
-        detail = ", ".join(f"{label}) {option}" for label, option in zip(space.labels, space.options))
-        err.print(f"[dim]answer space: choice ({escape(detail)}); question: {escape(question)}[/]")
-    elif space.kind == "candidates":
-        err.print(f"[dim]answer space: candidates ({escape('; '.join(space.candidates))})[/]")
-    else:
-        err.print("[dim]answer space: numeric[/]")
-
-
-def prepare_generation(args: argparse.Namespace, err: Console):  # type: ignore[no-untyped-def]
-    """Everything `run` and `tui` check before loading a model: the answer space and question, decoding
-    settings, the model source, the calibrator, and that --save can be written. Returns (space, settings,
-    model id, calibrator); a bad value ends here as one line, in well under a second of work."""
-    space = resolve_space(args)
-    format_question(args.question, space)  # the same check generation makes
-    settings = _settings(args)
-    model_id = check_model_source(args.model)
-    if args.save is not None:
-        check_writable(args.save)
-    calibrator = _load_calibrator(args, model_id, space, err)
-    _describe_space(space, args.question, err)
-    return space, settings, model_id, calibrator
-
-
 def command_run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
-    space, settings, _, calibrator = prepare_generation(args, err)
-    monitor = _load_monitor(args, err)
-    monitor.scorer = calibrator
+    prepared = prepare(args, err, save=args.save)
+    monitor = load_monitor(prepared.model, err, prepared.scorer)
     cancel = threading.Event()
     trajectory: Trajectory | None = None
-    events = monitor.stream(args.question, space, settings, cancel=cancel)
+    events = monitor.stream(prepared.question, prepared.space, prepared.settings, cancel=cancel)
     interrupted = False
     while True:
         try:
@@ -359,15 +242,15 @@ def command_collect(args: argparse.Namespace) -> int:
     from .collect import plan_collection, run_collection
 
     err = Console(stderr=True, highlight=False)
-    settings = _settings(args)
+    settings = DecodingOptions.from_args(args).settings()
     if args.batch_size < 1:
         raise SIAError("--batch-size must be at least 1.")
-    plan = plan_collection(args.benchmark, args.out, check_model_source(args.model), args.data_dir, args.limit,
-                           args.samples, settings)
+    model = ModelOptions.from_args(args)
+    plan = plan_collection(args.benchmark, args.out, model.check(), args.data_dir, args.limit, args.samples, settings)
     if not plan.todo:
         err.print(f"Nothing to do: {args.out} already holds all {plan.done} trajectories.")
         return 0
-    monitor = _load_monitor(args, err)
+    monitor = load_monitor(model, err)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"))
     saved = plan.done

@@ -19,17 +19,13 @@ replay starts without loading the model stack.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .answers import same_answer
 from .policy import Action, Decision, GuardrailPolicy
 from .trajectory import MonitorEvent, StepRecord, Trajectory
-
-if TYPE_CHECKING:
-    from .answers import AnswerSpace
-    from .runner import GenerationSettings, Monitor
 
 
 class PauseGate:
@@ -270,28 +266,3 @@ class GuardedRun:
             raise RuntimeError("the run has not produced an attempt yet")
         return GuardedResult(self.attempts[self.best_index()], list(self.attempts), list(self.decisions))
 
-
-def run_guarded(
-    monitor: Monitor,
-    question: str,
-    space: AnswerSpace | None = None,
-    policy: GuardrailPolicy | None = None,
-    settings: GenerationSettings | None = None,
-    on_event: Callable[[MonitorEvent], None] | None = None,
-) -> GuardedResult:
-    """Generate an answer to `question` with the guardrail on: stop, resample or accept by `policy`.
-
-    Returns the attempt kept (`best`) and all attempts. `on_event` hears every token, step, decision and
-    final event as they happen (from this thread). Usable without any UI:
-
-        result = run_guarded(Monitor.load(scorer=calibrator), question, NUMERIC,
-                             GuardrailPolicy(max_resamples=2, accept_above=0.9))
-    """
-    from .answers import NUMERIC
-    from .live import LiveBackend
-
-    run = GuardedRun(LiveBackend(monitor, question, space or NUMERIC, settings, policy), policy or GuardrailPolicy())
-    for event in run.events():
-        if on_event is not None:
-            on_event(event)
-    return run.result()

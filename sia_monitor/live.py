@@ -9,13 +9,13 @@ StoppingCriteria call: while paused that call waits; it never stops a row itself
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import torch
 
-from .answers import AnswerSpace
-from .guarded import ForcedAnswer, PauseGate
+from .answers import NUMERIC, AnswerSpace
+from .guarded import ForcedAnswer, GuardedResult, GuardedRun, PauseGate
 from .policy import GuardrailPolicy
 from .runner import GenerationSettings, Monitor
 from .stopping import RowStopper
@@ -77,3 +77,26 @@ class LiveBackend:
     def tokens_saved(self, trajectory: Trajectory, final: MonitorEvent) -> dict[str, int]:
         budget = int(trajectory.generation.get("max_new_tokens", self.settings.max_new_tokens))
         return {"tokens_saved_at_most": max(0, budget - trajectory.n_tokens)}
+
+
+def run_guarded(
+    monitor: Monitor,
+    question: str,
+    space: AnswerSpace | None = None,
+    policy: GuardrailPolicy | None = None,
+    settings: GenerationSettings | None = None,
+    on_event: Callable[[MonitorEvent], None] | None = None,
+) -> GuardedResult:
+    """Generate an answer to `question` with the guardrail on: stop, resample or accept by `policy`.
+
+    Returns the attempt kept (`best`) and all attempts. `on_event` hears every token, step, decision and
+    final event as they happen (from this thread). Usable without any UI:
+
+        result = run_guarded(Monitor.load(scorer=calibrator), question, NUMERIC,
+                             GuardrailPolicy(max_resamples=2, accept_above=0.9))
+    """
+    run = GuardedRun(LiveBackend(monitor, question, space or NUMERIC, settings, policy), policy or GuardrailPolicy())
+    for event in run.events():
+        if on_event is not None:
+            on_event(event)
+    return run.result()

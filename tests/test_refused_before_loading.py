@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sia_monitor.cli import build_parser, main, resolve_space
+from sia_monitor.cli import build_parser, main
 from sia_monitor.models import FIXTURE_MODEL
+from sia_monitor.options import AnswerOptions
 
 FIXTURE = ["--model", FIXTURE_MODEL]
 
@@ -88,9 +89,9 @@ def test_unknown_benchmark_is_one_line_not_the_usage(capsys: pytest.CaptureFixtu
 )
 def test_inline_options_are_found_only_where_they_are_options(question: str, kind: str, stem: str | None) -> None:
     args = build_parser().parse_args(["run", question])
-    space = resolve_space(args)
+    asked, space = AnswerOptions.from_args(args).resolve(args.question)
     assert space.kind == kind
-    assert args.question == (stem or question)
+    assert asked == (stem or question)
 
 
 def test_run_says_which_answer_space_it_chose_and_hints_fit_only_where_a_recipe_exists(

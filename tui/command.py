@@ -1,7 +1,7 @@
 """`sia-monitor tui`: build a source from the command line, run the app, then say what was kept and saved.
 
-The model, answer-space and calibrator options mean what they mean for `sia-monitor run` and go through the
-same helpers, so both commands load, refuse and report alike.
+The model, answer-space, calibrator and guardrail options are `sia_monitor.options`, as for `sia-monitor run`,
+so both commands load, refuse and report alike.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import argparse
 from rich.console import Console
 from rich.markup import escape
 
-from sia_monitor.cli import _load_calibrator, _load_monitor, prepare_generation
 from sia_monitor.errors import SIAError
-from sia_monitor.policy import GuardrailPolicy
+from sia_monitor.options import CalibratorOptions, guardrail_policy, load_monitor, prepare
 from sia_monitor.replay import load_replay
 from sia_monitor.trajectory import check_writable
 
@@ -21,17 +20,9 @@ from .app import answer_of, create_app, default_save_path
 from .sources import EventSource, LiveSource, ReplaySource
 
 
-def policy_from_args(args: argparse.Namespace) -> GuardrailPolicy:
-    return GuardrailPolicy(
-        min_steps=args.min_steps, stop_below=args.stop_below, patience=args.patience,
-        max_resamples=args.max_resamples, accept_above=args.accept_above, entropy_above=args.entropy_above,
-        temperature_bump=args.temperature_bump,
-    )
-
-
 def source_from_args(args: argparse.Namespace, err: Console) -> EventSource:
     """A `ReplaySource` for `--replay FILE`, else a `LiveSource` over the loaded model."""
-    policy = policy_from_args(args)
+    policy = guardrail_policy(args)
     if args.replay is not None:
         if args.question:
             raise SIAError("Pass a question or --replay FILE, not both.")
@@ -39,14 +30,13 @@ def source_from_args(args: argparse.Namespace, err: Console) -> EventSource:
             check_writable(args.save)
         trajectories = load_replay(args.replay, args.item)  # a cut-off file warns (one line, from the CLI)
         first = trajectories[0]
-        scorer = _load_calibrator(args, first.model_id, first.answer_space, err)
+        scorer = CalibratorOptions.from_args(args).load(first.model_id, first.answer_space, err)
         return ReplaySource(trajectories, args.speed, scorer, policy, auto=args.auto)
     if not args.question:
         raise SIAError("Nothing to monitor.", 'Pass a question (sia-monitor tui "What is 2+3?") or --replay FILE.')
-    space, settings, _, calibrator = prepare_generation(args, err)  # every check before the model loads
-    monitor = _load_monitor(args, err)
-    monitor.scorer = calibrator
-    return LiveSource(monitor, args.question, space, settings, policy, auto=args.auto)
+    prepared = prepare(args, err, save=args.save)  # every check before the model loads
+    monitor = load_monitor(prepared.model, err, prepared.scorer)
+    return LiveSource(monitor, prepared.question, prepared.space, prepared.settings, policy, auto=args.auto)
 
 
 def run_tui(args: argparse.Namespace) -> int:

@@ -1,0 +1,240 @@
+"""The command-line options every command shares, parsed once into typed objects, and one way from them to a
+ready monitor.
+
+Why one place: `run`, `tui` and `collect` (and next `serve` and `vote`) take the same model, answer-space,
+decoding, calibrator and guardrail options. Each option is declared, defaulted and refused here once; the
+commands only add what is theirs. Everything that can be refused without a model is refused by `prepare`,
+before `load_monitor` spends seconds loading one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from .answers import NUMERIC, AnswerSpace, parse_choices, split_inline_choices
+from .errors import SIAError
+from .models import DEFAULT_MODEL, REGISTRY, check_model_source
+from .policy import GuardrailPolicy
+from .prompts import format_question
+from .segmentation import SEGMENTER_MODES, SegmenterMode, StepSegmenter
+from .trajectory import check_writable
+
+if TYPE_CHECKING:
+    from .runner import GenerationSettings, Monitor
+    from .scoring import StepScorer
+
+ANSWER_TYPES = ("auto", "numeric", "choice", "candidates")
+
+
+# -- declaring ----------------------------------------------------------------------------------------------
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, the decoding options and the step mode (`run`, `tui`, `collect`)."""
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL,
+        help=f"registry name ({', '.join(REGISTRY)}), a local model directory, a .gguf file, "
+        f"or a hub id (online only). Default: {DEFAULT_MODEL}",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="generation budget (default 512)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
+    parser.add_argument("--steps", choices=SEGMENTER_MODES, default="line",
+                        help="where a reasoning step ends: at a newline (line, default), at a sentence end, "
+                        "or where --step-regex matches")
+    parser.add_argument("--step-regex", default=None, help="pattern that ends a step, with --steps regex")
+
+
+def add_answer_options(parser: argparse.ArgumentParser, help_type: str | None = None) -> None:
+    """--answer-type, --choices, --candidates (`run`, `tui`)."""
+    parser.add_argument("--answer-type", choices=ANSWER_TYPES, default="auto",
+                        help=help_type or "answer space: numbers, option labels, or --candidates; auto = choice "
+                        "when options are given (with --choices or written as 'A) ... B) ...' after the "
+                        "question), else numeric")
+    parser.add_argument("--choices", default=None, help='the options, e.g. "A) red B) blue C) green"')
+    parser.add_argument("--candidates", default=None, help='answers to score exactly, separated by ";"')
+
+
+def add_calibrator_options(parser: argparse.ArgumentParser) -> None:
+    """--calibrator, --force (`run`, `tui`)."""
+    parser.add_argument("--calibrator", default="auto",
+                        help="where P(correct) comes from: auto (the calibrator shipped for this model and answer "
+                        "type, if any), none, or a .skops file")
+    parser.add_argument("--force", action="store_true",
+                        help="use --calibrator even if it was fitted for another model or answer type")
+
+
+def add_guardrail_options(parser: argparse.ArgumentParser) -> None:
+    """The guardrail policy's thresholds (`tui`)."""
+    guard = parser.add_argument_group("guardrail")
+    guard.add_argument("--auto", action="store_true", help="start with the guardrail on (toggle it with `a`)")
+    guard.add_argument("--min-steps", type=int, default=3, help="never act before this many steps (default 3)")
+    guard.add_argument("--stop-below", type=float, default=0.2,
+                       help="stop when P(correct) stays below this (default 0.2)")
+    guard.add_argument("--patience", type=int, default=3, help="... for this many steps in a row (default 3)")
+    guard.add_argument("--max-resamples", type=int, default=0,
+                       help="resample a failing trace up to this many times before stopping, keeping the best "
+                       "attempt (default 0)")
+    guard.add_argument("--accept-above", type=float, default=None,
+                       help="end the reasoning early when P(correct) reaches this and the top answer has held "
+                       "for 2 steps and is not just a number from the question (default: never; 0.5 suits the "
+                       "shipped numeric calibrator)")
+    guard.add_argument("--entropy-above", type=float, default=1.0,
+                       help="without a calibrator: a step at or above this many bits counts as unsure (default 1)")
+    guard.add_argument("--temperature-bump", type=float, default=0.4,
+                       help="each resample samples this much hotter than the last, with a new seed (default 0.4)")
+
+
+# -- parsed -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model, and where its reasoning steps end."""
+
+    model: str = DEFAULT_MODEL
+    steps: SegmenterMode = "line"
+    step_regex: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ModelOptions:
+        return cls(args.model, args.steps, args.step_regex)
+
+    def check(self) -> str:
+        """Refuse a bad step mode or model source without loading anything; return the model id."""
+        StepSegmenter(self.steps, self.step_regex)
+        return check_model_source(self.model)
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    seed: int = 0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DecodingOptions:
+        return cls(args.max_new_tokens, args.temperature, args.seed)
+
+    def settings(self) -> GenerationSettings:
+        """The settings `generate` runs with; `GenerationSettings` refuses bad values itself."""
+        from .runner import GenerationSettings
+
+        return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class AnswerOptions:
+    answer_type: str = "auto"
+    choices: str | None = None
+    candidates: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> AnswerOptions:
+        return cls(args.answer_type, args.choices, args.candidates)
+
+    def resolve(self, question: str) -> tuple[str, AnswerSpace]:
+        """(the question, its answer space): options written after the question are cut off it."""
+        kind = self.answer_type
+        if self.choices and kind in ("auto", "choice"):
+            return question, parse_choices(self.choices)
+        if self.candidates and kind in ("auto", "candidates"):
+            wanted = tuple(c.strip() for c in self.candidates.split(";") if c.strip())
+            return question, AnswerSpace("candidates", candidates=wanted)
+        if kind in ("auto", "choice"):
+            inline = split_inline_choices(question)
+            if inline is not None:
+                return inline
+            if kind == "choice":
+                raise SIAError("--answer-type choice needs options.",
+                               'Pass --choices "A) ... B) ..." or end the question with them.')
+        if kind == "candidates":
+            raise SIAError("--answer-type candidates needs --candidates.", 'Pass --candidates "yes; no".')
+        return question, NUMERIC
+
+
+@dataclass(frozen=True)
+class CalibratorOptions:
+    calibrator: str = "auto"
+    force: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CalibratorOptions:
+        return cls(args.calibrator, args.force)
+
+    def load(self, model_id: str, space: AnswerSpace, err: Console) -> StepScorer | None:
+        """The calibrator, or None (said once on `err`, so the user knows P(correct) is missing). Needs only the
+        model id, so a bad --calibrator is refused before the model loads."""
+        if self.calibrator == "none":
+            return None
+        from calibrators import calibrator_for
+        from calibrators.fitting import load_recipes
+
+        calibrator = calibrator_for(model_id, space, self.calibrator, force=self.force)
+        if calibrator is None:
+            fit_hint = any(recipe.model == model_id for recipe in load_recipes())
+            err.print(f"[dim]No calibrator ships for {escape(model_id)} with {space.kind} answers: showing the "
+                      "entropy only" + (" (fit one with `sia-monitor fit`)." if fit_hint else
+                                        "; calibrators/README.md says how to fit one on your own trajectories.")
+                      + "[/]")
+        return calibrator
+
+
+def guardrail_policy(args: argparse.Namespace) -> GuardrailPolicy:
+    """The policy from `add_guardrail_options`; `GuardrailPolicy` refuses bad thresholds itself."""
+    return GuardrailPolicy(
+        min_steps=args.min_steps, stop_below=args.stop_below, patience=args.patience,
+        max_resamples=args.max_resamples, accept_above=args.accept_above, entropy_above=args.entropy_above,
+        temperature_bump=args.temperature_bump,
+    )
+
+
+# -- from options to a monitor ------------------------------------------------------------------------------
+@dataclass
+class Prepared:
+    """A generation checked end to end without a model: what `load_monitor` and the command need next."""
+
+    question: str
+    space: AnswerSpace
+    settings: GenerationSettings
+    model: ModelOptions
+    model_id: str
+    scorer: StepScorer | None
+
+
+def describe_space(space: AnswerSpace, question: str, err: Console) -> None:
+    """Say which answer space was chosen, so a question misread as multiple choice (or not) is visible."""
+    if space.kind == "choice":
+        detail = ", ".join(f"{label}) {option}" for label, option in zip(space.labels, space.options, strict=True))
+        err.print(f"[dim]answer space: choice ({escape(detail)}); question: {escape(question)}[/]")
+    elif space.kind == "candidates":
+        err.print(f"[dim]answer space: candidates ({escape('; '.join(space.candidates))})[/]")
+    else:
+        err.print("[dim]answer space: numeric[/]")
+
+
+def prepare(args: argparse.Namespace, err: Console, save: Path | None = None) -> Prepared:
+    """Everything `run` and `tui` check before loading a model, in one pass: the question and its answer space,
+    decoding settings, the step mode and model source, that `save` can be written, and the calibrator. A bad
+    value ends here as one line, in well under a second of work."""
+    question, space = AnswerOptions.from_args(args).resolve(args.question)
+    format_question(question, space)  # the same check generation makes
+    settings = DecodingOptions.from_args(args).settings()
+    model = ModelOptions.from_args(args)
+    model_id = model.check()
+    if save is not None:
+        check_writable(save)
+    scorer = CalibratorOptions.from_args(args).load(model_id, space, err)
+    describe_space(space, question, err)
+    return Prepared(question, space, settings, model, model_id, scorer)
+
+
+def load_monitor(model: ModelOptions, err: Console, scorer: StepScorer | None = None, **kwargs: Any) -> Monitor:
+    """The one way from options to a ready monitor: the model loaded (with a status line), the step mode set,
+    and the scorer that fills P(correct)."""
+    from .runner import Monitor
+
+    with err.status(f"Loading {model.model}"):
+        return Monitor.load(model.model, segmenter=model.steps, step_regex=model.step_regex, scorer=scorer, **kwargs)
