@@ -19,7 +19,8 @@ from pathlib import Path
 from .answers import parse_answer, same_answer
 from .benchmarks import Item, grade, load_benchmark
 from .errors import SIAError
-from .runner import GenerationSettings, Monitor
+from .backend import Backend
+from .runner import GenerationSettings
 from .trajectory import (
     MonitorEvent,
     Trajectory,
@@ -93,7 +94,7 @@ def plan_collection(
 
 
 def run_collection(
-    monitor: Monitor,
+    monitor: Backend,
     plan: CollectPlan,
     batch_size: int = 8,
     settings: GenerationSettings | None = None,
@@ -137,7 +138,7 @@ def _grade(trajectory: Trajectory, benchmark: str, item: Item, sample: int) -> N
 
 
 def collect(
-    monitor: Monitor,
+    monitor: Backend,
     benchmark: str,
     out: Path,
     data_dir: str | None = None,
@@ -150,7 +151,7 @@ def collect(
     """`plan_collection` then `run_collection`, for callers that already hold a loaded monitor."""
     if batch_size < 1:
         raise SIAError("--batch-size must be at least 1.")
-    plan = plan_collection(benchmark, out, monitor.loaded.model_id, data_dir, limit, samples, settings)
+    plan = plan_collection(benchmark, out, monitor.model_id, data_dir, limit, samples, settings)
     run_collection(monitor, plan, batch_size, settings, progress)
     return plan
 

@@ -17,7 +17,8 @@ import torch
 from .answers import NUMERIC, AnswerSpace
 from .guarded import ForcedAnswer, GuardedResult, GuardedRun, PauseGate
 from .policy import GuardrailPolicy
-from .runner import GenerationSettings, Monitor
+from .backend import Backend
+from .runner import GenerationSettings
 from .stopping import RowStopper
 from .trajectory import MonitorEvent, Trajectory
 
@@ -43,7 +44,7 @@ class LiveBackend:
 
     def __init__(
         self,
-        monitor: Monitor,
+        monitor: Backend,
         question: str,
         space: AnswerSpace,
         settings: GenerationSettings | None = None,
@@ -56,7 +57,7 @@ class LiveBackend:
         self.settings = settings or GenerationSettings()
         self.temperature_bump = (policy or GuardrailPolicy()).temperature_bump
         self.answer_tokens = answer_tokens
-        self.model_id = monitor.loaded.model_id
+        self.model_id = monitor.model_id
 
     def settings_for(self, attempt: int) -> GenerationSettings:
         if attempt == 0:
@@ -80,7 +81,7 @@ class LiveBackend:
 
 
 def run_guarded(
-    monitor: Monitor,
+    monitor: Backend,
     question: str,
     space: AnswerSpace | None = None,
     policy: GuardrailPolicy | None = None,

@@ -56,6 +56,8 @@ class GenerationSettings:
 class Monitor:
     """A loaded model plus the SIA hook: `generate()` for batches, `stream()` for one live generation.
 
+    The in-process implementation of `backend.Backend`, the interface every consumer depends on.
+
     `scorer`: a fitted calibrator (`calibrators.load_calibrator`) that gives every step its live `p_correct`.
     """
 
@@ -74,6 +76,10 @@ class Monitor:
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, **kwargs: Any) -> Monitor:
         return cls(load_model(model), **kwargs)
+
+    @property
+    def model_id(self) -> str:
+        return self.loaded.model_id
 
     @property
     def model(self) -> torch.nn.Module:

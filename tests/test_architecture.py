@@ -82,3 +82,21 @@ def test_the_checks_see_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
     graph, _ = _graph()
     assert "tui.command" in graph["sia_monitor.cli"]  # imported inside command_tui
+
+
+# Everything downstream of generation depends on `backend.Backend`, never on the in-process `runner.Monitor`.
+DOWNSTREAM = ("sia_monitor.guarded", "sia_monitor.live", "sia_monitor.collect", "sia_monitor.replay", "tui.sources",
+              "tui.app", "tui.command")
+
+
+def test_consumers_depend_on_the_backend_protocol_not_on_monitor() -> None:
+    modules = _modules()
+    for name in DOWNSTREAM:
+        for target, names in _imports(name, modules[name], modules):
+            assert not (target == "sia_monitor.runner" and "Monitor" in names), f"{name} imports runner.Monitor"
+
+
+def test_monitor_implements_the_backend_protocol(smol) -> None:  # type: ignore[no-untyped-def]
+    from sia_monitor.backend import Backend
+
+    assert isinstance(smol, Backend) and smol.model_id == smol.loaded.model_id

@@ -19,7 +19,8 @@ from sia_monitor.scoring import StepScorer
 from sia_monitor.trajectory import MonitorEvent, Trajectory
 
 if TYPE_CHECKING:
-    from sia_monitor.runner import GenerationSettings, Monitor
+    from sia_monitor.backend import Backend
+    from sia_monitor.runner import GenerationSettings
 
 
 @runtime_checkable
@@ -95,13 +96,14 @@ class _GuardedSource:
 
 
 class LiveSource(_GuardedSource):
-    """A question generated now by a loaded `Monitor` (P(correct) when the monitor has a scorer)."""
+    """A question generated now by a backend (`sia_monitor.backend.Backend`, e.g. a loaded `Monitor`); with
+    P(correct) when the backend has a scorer."""
 
     mode: Literal["live", "replay"] = "live"
 
     def __init__(
         self,
-        monitor: Monitor,
+        monitor: Backend,
         question: str,
         space: AnswerSpace,
         settings: GenerationSettings | None = None,
@@ -113,7 +115,7 @@ class LiveSource(_GuardedSource):
         policy = policy or GuardrailPolicy()
         self.backend = LiveBackend(monitor, question, space, settings, policy)
         self.run = GuardedRun(self.backend, policy, auto=auto)
-        self.model_id = monitor.loaded.model_id
+        self.model_id = monitor.model_id
         self.question = question
         self.space = space
         self.segmenter = monitor.segmenter if monitor.segmenter != "regex" else f"regex:{monitor.step_regex}"
