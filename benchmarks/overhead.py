@@ -2,11 +2,12 @@
 
 For each question (interleaved, so machine noise hits all three alike):
   (a) plain `model.generate`, greedy, batch 1;
-  (b) `SIAMonitor` with a probe at every step on the live cache;
+  (b) `SIAMonitor` with a probe at every step on the live cache, recording hidden states as `collect` does;
+  (b') the same without hidden states, to show what recording them costs;
   (c) a naive monitor that, at every step, re-encodes the whole prompt + text + suffix (+ candidates) from
       scratch without the cache — what a monitor without KV reuse costs.
 Then: the answer-space coverage of the probes (numeric on SVAMP, labels on ARC-Easy) and collection
-throughput at batch 1 vs batch 8.
+throughput at batch 1 vs batch 8 (both with hidden states, as `collect` runs).
 
     python benchmarks/overhead.py --n 20 --out benchmarks/results/overhead.json
 """
@@ -25,6 +26,7 @@ from rich.progress import track
 from transformers import DynamicCache, LogitsProcessorList
 
 from sia_monitor.benchmarks import grade, load_benchmark
+from sia_monitor.hidden_states import HiddenStateSpec
 from sia_monitor.machine import cpu_name
 from sia_monitor.monitor import SIAMonitor
 from sia_monitor.probe import run_probe
@@ -51,7 +53,7 @@ class NaiveMonitor(SIAMonitor):
             tree, plan = row.estimator.plan(prefix, row.context)
             fresh = DynamicCache()
             log_probs = run_probe(self.model, fresh, torch.zeros((1, 0), dtype=torch.long), {0: tree},
-                                  self.tokenizer.pad_token_id)[0]
+                                  self.tokenizer.pad_token_id).log_probs[0]
             dist = row.estimator.read(plan, log_probs)
             row.context.previous = dist
             row.steps.append(StepRecord.from_distribution(len(row.steps), step.token_start, step.token_end,
@@ -69,6 +71,8 @@ def timed_generate(mon: Monitor, question: str, space, max_new: int, mode: str) 
     if mode != "plain":
         common = (mon.model, mon.tokenizer, cache, space, [question])
         if mode == "monitored":
+            monitor = SIAMonitor(*common, model_id=mon.loaded.model_id, hidden_states=HiddenStateSpec())
+        elif mode == "monitored_no_hidden":
             monitor = SIAMonitor(*common, model_id=mon.loaded.model_id)
         else:
             monitor = NaiveMonitor(*common, model_id=mon.loaded.model_id, prompt_ids=encoding["input_ids"])
@@ -94,18 +98,18 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/overhead.json")
     args = parser.parse_args()
 
-    mon = Monitor.load(args.model)
+    mon = Monitor.load(args.model, hidden_states=HiddenStateSpec())
     svamp = load_benchmark("svamp", args.data_dir, limit=args.n)
     timed_generate(mon, svamp[0].question, svamp[0].space, 16, "plain")  # warm-up
 
-    runs: dict[str, list[tuple[float, int]]] = {"plain": [], "monitored": [], "naive": []}
+    runs: dict[str, list[tuple[float, int]]] = {"plain": [], "monitored": [], "monitored_no_hidden": [], "naive": []}
     identical = 0
     monitored_trajectories = []
-    for item in track(svamp, description="overhead (plain / monitored / naive)"):
+    for item in track(svamp, description="overhead (plain / monitored / without hidden / naive)"):
         results = {mode: timed_generate(mon, item.question, item.space, args.max_new_tokens, mode) for mode in runs}
         for mode, (elapsed, tokens, _) in results.items():
             runs[mode].append((elapsed, len(tokens)))
-        identical += results["plain"][1] == results["monitored"][1] == results["naive"][1]
+        identical += len({tuple(result[1]) for result in results.values()}) == 1
         trajectory = results["monitored"][2]
         trajectory.correct = grade(item, trajectory.parsed_answer)  # type: ignore[union-attr]
         monitored_trajectories.append(trajectory)
@@ -118,6 +122,7 @@ def main() -> None:
     table = {mode: summary(mode) for mode in runs}
     steps = [len(t.steps) for t in monitored_trajectories]
     last_covered = [t.steps[-1].covered for t in monitored_trajectories if t.steps]
+    hidden_chars = [len(s.hidden.data) for t in monitored_trajectories for s in t.steps if s.hidden]
 
     arc = load_benchmark("arc-easy", args.data_dir, limit=args.n)
     arc_last = []
@@ -147,6 +152,9 @@ def main() -> None:
         "max_new_tokens": args.max_new_tokens,
         "table": table,
         "ratio_monitored_over_plain": round(table["monitored"]["seconds"] / table["plain"]["seconds"], 3),
+        "ratio_monitored_no_hidden_over_plain": round(
+            table["monitored_no_hidden"]["seconds"] / table["plain"]["seconds"], 3),
+        "hidden_state_chars_per_step": round(statistics.mean(hidden_chars)) if hidden_chars else None,
         "ratio_naive_over_plain": round(table["naive"]["seconds"] / table["plain"]["seconds"], 3),
         "identical_tokens": f"{identical}/{len(svamp)}",
         "svamp_accuracy": f"{sum(bool(t.correct) for t in monitored_trajectories)}/{len(svamp)}",

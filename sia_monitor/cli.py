@@ -39,7 +39,9 @@ from .options import (
     add_answer_options,
     add_calibrator_options,
     add_guardrail_options,
+    add_hidden_state_options,
     add_model_options,
+    hidden_state_spec,
     load_monitor,
     prepare,
 )
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON event per line instead of text")
     add_calibrator_options(run)
     add_model_options(run)
+    add_hidden_state_options(run, default=False)
 
     col = commands.add_parser(
         "collect", help="monitor a benchmark and write graded trajectories (resumable)",
@@ -93,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--data-dir", default=None,
                      help="folder with gsm8k/, svamp/, arc/ (default: $SIA_MONITOR_DATA or ../shared/data)")
     add_model_options(col)
+    add_hidden_state_options(col, default=True)
 
     regrade = commands.add_parser(
         "regrade", help="re-parse and re-grade saved trajectories in place (no model needed)",
@@ -189,8 +193,9 @@ def _step_line(step: StepRecord) -> Text:
 def command_run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    hidden = hidden_state_spec(args)
     prepared = prepare(args, err, save=args.save)
-    monitor = load_monitor(prepared.model, err, prepared.scorer)
+    monitor = load_monitor(prepared.model, err, prepared.scorer, hidden_states=hidden)
     cancel = threading.Event()
     trajectory: Trajectory | None = None
     events = monitor.stream(prepared.question, prepared.space, prepared.settings, cancel=cancel)
@@ -246,11 +251,12 @@ def command_collect(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise SIAError("--batch-size must be at least 1.")
     model = ModelOptions.from_args(args)
+    hidden = hidden_state_spec(args)
     plan = plan_collection(args.benchmark, args.out, model.check(), args.data_dir, args.limit, args.samples, settings)
     if not plan.todo:
         err.print(f"Nothing to do: {args.out} already holds all {plan.done} trajectories.")
         return 0
-    monitor = load_monitor(model, err)
+    monitor = load_monitor(model, err, hidden_states=hidden)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"))
     saved = plan.done

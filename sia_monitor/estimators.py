@@ -70,7 +70,7 @@ class SequenceEstimator:
 
     def plan(self, suffix: list[int], context: ProbeContext) -> tuple[ProbeTree, ScoringPlan]:
         tree = ProbeTree()
-        anchor = tree.chain(suffix)
+        anchor = tree.anchor = tree.chain(suffix)
         children: dict[tuple[int, int], int] = {}
         forms: dict[str, list[list[tuple[int, int]]]] = {}
         end_nodes: dict[tuple[int, int], int] = {}

@@ -25,6 +25,7 @@ from transformers import Cache, LogitsProcessor
 
 from .answers import AnswerDistribution, AnswerSpace, parse_answer
 from .estimators import Estimator, ProbeContext, make_estimator, recent_first
+from .hidden_states import HiddenStateProjector, HiddenStateSpec
 from .probe import ProbeTree, run_probe
 from .prompts import probe_suffix
 from .scoring import Prefix, StepScorer
@@ -64,7 +65,8 @@ class SIAMonitor(LogitsProcessor):
     they happen (called from the generating thread). `probe=False` records per-token signals only.
     `row_stopper`: the `RowStopper` passed to the same `generate`, so that the padding `generate` writes for a
     row it stopped is not read as that row's tokens. `scorer` (a fitted calibrator, see `scoring.StepScorer`)
-    fills each step's `p_correct` before its event is sent.
+    fills each step's `p_correct` before its event is sent. `hidden_states`: record each step's projected
+    hidden states at the answer slot (`StepRecord.hidden`), read from the same probe forward.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class SIAMonitor(LogitsProcessor):
         model_id: str = "",
         row_stopper: RowStopper | None = None,
         scorer: StepScorer | None = None,
+        hidden_states: HiddenStateSpec | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -93,6 +96,7 @@ class SIAMonitor(LogitsProcessor):
         self.probe_enabled = probe
         self.row_stopper = row_stopper
         self.scorer = scorer
+        self.projector = HiddenStateProjector.for_model(hidden_states, model) if hidden_states else None
         self.model_id = model_id or getattr(getattr(model, "config", None), "name_or_path", "")
         self.text = TokenText(tokenizer)
         self._eos = self._eos_ids()
@@ -240,13 +244,16 @@ class SIAMonitor(LogitsProcessor):
             [self.prompt_mask, torch.ones((self.prompt_mask.shape[0], generated), dtype=torch.long)], dim=1
         ).to(self.prompt_mask.device)
         pad = getattr(self.tokenizer, "pad_token_id", None) or 0
-        log_probs = run_probe(self.model, self.cache, prefix_mask, trees, pad)
+        layers = self.projector.layers if self.projector else ()
+        result = run_probe(self.model, self.cache, prefix_mask, trees, pad, hidden_layers=layers)
         self.probe_calls += 1
         for index, step in closed.items():
             row = self.rows[index]
-            dist: AnswerDistribution = row.estimator.read(plans[index], log_probs[index])
+            dist: AnswerDistribution = row.estimator.read(plans[index], result.log_probs[index])
             row.context.previous = dist
             record = StepRecord.from_distribution(len(row.steps), step.token_start, step.token_end, step.text, dist)
+            if self.projector is not None:
+                record.hidden = self.projector.project(result.hidden[index])
             row.steps.append(record)
             if self.scorer is not None:
                 record.p_correct = round(self.scorer.p_correct(self._prefix(row)), 4)

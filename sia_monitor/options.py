@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from .answers import NUMERIC, AnswerSpace, parse_choices, split_inline_choices
 from .errors import SIAError
+from .hidden_states import HiddenStateSpec
 from .models import DEFAULT_MODEL, REGISTRY, check_model_source
 from .policy import GuardrailPolicy
 from .prompts import format_question
@@ -57,6 +58,16 @@ def add_answer_options(parser: argparse.ArgumentParser, help_type: str | None = 
                         "question), else numeric")
     parser.add_argument("--choices", default=None, help='the options, e.g. "A) red B) blue C) green"')
     parser.add_argument("--candidates", default=None, help='answers to score exactly, separated by ";"')
+
+
+def add_hidden_state_options(parser: argparse.ArgumentParser, default: bool) -> None:
+    """--hidden-states / --no-hidden-states, --hidden-dims (`collect`: on by default; `run`: off)."""
+    parser.add_argument("--hidden-states", action=argparse.BooleanOptionalAction, default=default,
+                        help="record each step's hidden states at the answer slot (middle, 3/4 and last layer, "
+                        "randomly projected, float16) for hidden-state calibrators "
+                        f"(default: {'on' if default else 'off'})")
+    parser.add_argument("--hidden-dims", type=int, default=HiddenStateSpec.dims,
+                        help=f"numbers kept per layer (default {HiddenStateSpec.dims})")
 
 
 def add_calibrator_options(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +134,11 @@ class DecodingOptions:
         from .runner import GenerationSettings
 
         return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed)
+
+
+def hidden_state_spec(args: argparse.Namespace) -> HiddenStateSpec | None:
+    """The spec from `add_hidden_state_options`, or None when off; `HiddenStateSpec` refuses bad dims itself."""
+    return HiddenStateSpec(dims=args.hidden_dims) if args.hidden_states else None
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,15 @@ Cache discipline: when every row of the batch is probed, the nodes are appended 
 to `generate` and cropped off again (`Cache.crop(-n)` restores it exactly); when only some rows are probed,
 those rows' cache entries are copied into a scratch cache so the other rows cost nothing. Either way the
 live cache is left as it was, so the generated tokens never change.
+
+Hidden states come from the same forward: asked for some layers, it also returns each row's hidden states at
+its tree's `anchor` (the last suffix token, whose next token is the answer), so recording them costs no
+extra pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +31,7 @@ class ProbeTree:
 
     tokens: list[int] = field(default_factory=list)
     parents: list[int] = field(default_factory=list)
+    anchor: int = -1  # the node whose hidden states `run_probe` returns (-1: the last node)
 
     def add(self, token: int, parent: int) -> int:
         self.tokens.append(token)
@@ -70,6 +76,15 @@ def _ancestry(parents: list[int], width: int) -> torch.Tensor:
     return visible
 
 
+@dataclass
+class ProbeResult:
+    """Per probed row: `log_probs[row]`, the next-token log-probabilities at every node, (len(tree), vocab)
+    float32; `hidden[row]`, the asked-for layers' hidden states at the tree's anchor, (layers, hidden size)."""
+
+    log_probs: dict[int, torch.Tensor]
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
 @torch.inference_mode()
 def run_probe(
     model: torch.nn.Module,
@@ -77,11 +92,13 @@ def run_probe(
     prefix_mask: torch.Tensor,
     trees: dict[int, ProbeTree],
     pad_token_id: int,
-) -> dict[int, torch.Tensor]:
-    """Run the trees of `trees` (batch row -> tree) in one forward; return per row the log-probabilities of
-    the next token at every node, shape (len(tree), vocab), float32.
+    hidden_layers: Sequence[int] = (),
+) -> ProbeResult:
+    """Run the trees of `trees` (batch row -> tree) in one forward.
 
     `prefix_mask` is the (batch, cache length) 0/1 mask of the tokens already in the cache (left padding 0).
+    `hidden_layers`: indices into the model's `hidden_states` to return at each tree's anchor (none: the
+    forward keeps no hidden states).
     """
     rows = sorted(trees)
     batch = prefix_mask.shape[0]
@@ -105,15 +122,22 @@ def run_probe(
     whole_batch = len(rows) == batch
     probe_cache = cache if whole_batch else _row_subset(cache, rows)
     try:
-        logits = model(
+        output = model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=position_ids,
             cache=probe_cache,
             use_cache=True,
-        ).logits
+            output_hidden_states=bool(hidden_layers),
+        )
     finally:
         if whole_batch:
             cache.crop(-width)
-    log_probs = logits.float().log_softmax(-1)
-    return {row: log_probs[i, : len(trees[row])] for i, row in enumerate(rows)}
+    log_probs = output.logits.float().log_softmax(-1)
+    result = ProbeResult({row: log_probs[i, : len(trees[row])] for i, row in enumerate(rows)})
+    if hidden_layers:
+        chosen = torch.stack([output.hidden_states[layer] for layer in hidden_layers], dim=1)  # (rows, L, width, d)
+        for i, row in enumerate(rows):
+            anchor = trees[row].anchor % len(trees[row])
+            result.hidden[row] = chosen[i, :, anchor].float()
+    return result

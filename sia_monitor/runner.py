@@ -19,6 +19,7 @@ from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
 
 from .answers import NUMERIC, AnswerSpace, parse_answer
 from .errors import SIAError
+from .hidden_states import HiddenStateProjector, HiddenStateSpec
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .monitor import EventSink, SIAMonitor
 from .prompts import build_messages, probe_suffix
@@ -59,6 +60,7 @@ class Monitor:
     The in-process implementation of `backend.Backend`, the interface every consumer depends on.
 
     `scorer`: a fitted calibrator (`calibrators.load_calibrator`) that gives every step its live `p_correct`.
+    `hidden_states`: also record each step's projected hidden states (`hidden_states.py`); `collect` does.
     """
 
     def __init__(
@@ -67,11 +69,15 @@ class Monitor:
         segmenter: SegmenterMode = "line",
         step_regex: str | None = None,
         scorer: StepScorer | None = None,
+        hidden_states: HiddenStateSpec | None = None,
     ) -> None:
         self.loaded = loaded
         self.segmenter = segmenter
         self.step_regex = step_regex
         self.scorer = scorer
+        self.hidden_states = hidden_states
+        if hidden_states is not None:  # refuse layers the model does not have now, not at the first step
+            HiddenStateProjector.for_model(hidden_states, loaded.model)
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, **kwargs: Any) -> Monitor:
@@ -131,6 +137,7 @@ class Monitor:
             self.model, self.tokenizer, cache, space_list, questions,
             segmenter=self.segmenter, step_regex=self.step_regex, on_event=on_event, probe=probe,
             model_id=self.loaded.model_id, row_stopper=row_stopper, scorer=self.scorer,
+            hidden_states=self.hidden_states,
         )
         record = {**asdict(settings), "max_new_tokens": max_new, "batch_size": len(questions),
                   "dtype": str(self.model.dtype).removeprefix("torch.")}

@@ -6,9 +6,11 @@ one per line, optionally gzip-compressed (`.gz`); per-token arrays are rounded t
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import os
+import struct
 import tempfile
 import time
 import zlib
@@ -21,8 +23,44 @@ from .answers import AnswerDistribution, AnswerSpace
 from .errors import SIAError, SIAWarning
 
 SCHEMA = "sia-monitor/trajectory"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: steps may carry `hidden` (see HiddenState); version-1 records still read
+READABLE_VERSIONS = (1, 2)
 _DIGITS = 4
+_FLOAT16_MAX = 65504.0
+
+
+@dataclass
+class HiddenState:
+    """A step's hidden states at the answer slot, projected (see `hidden_states.py`): for each of `layers`
+    (indices into the model's `hidden_states`), `dims` numbers, stored as little-endian float16 in base64.
+
+    The projection's name and seed travel with every vector, so a calibrator fitted on them can refuse
+    vectors made another way instead of reading noise.
+    """
+
+    layers: list[int]
+    dims: int
+    seed: int
+    projection: str
+    data: str
+
+    @classmethod
+    def from_values(cls, values: list[list[float]], layers: list[int], seed: int, projection: str) -> HiddenState:
+        dims = len(values[0]) if values else 0
+        if len(values) != len(layers) or any(len(row) != dims for row in values):
+            raise ValueError(f"expected {len(layers)} rows of equal length, got {[len(row) for row in values]}")
+        flat = [min(max(x, -_FLOAT16_MAX), _FLOAT16_MAX) for row in values for x in row]
+        data = base64.b64encode(struct.pack(f"<{len(flat)}e", *flat)).decode("ascii")
+        return cls(layers=list(layers), dims=dims, seed=seed, projection=projection, data=data)
+
+    def values(self) -> list[list[float]]:
+        """(len(layers), dims) floats."""
+        raw = base64.b64decode(self.data)
+        count = len(self.layers) * self.dims
+        if len(raw) != 2 * count:
+            raise ValueError(f"hidden state holds {len(raw)} bytes, not {2 * count}")
+        flat = struct.unpack(f"<{count}e", raw)
+        return [list(flat[i * self.dims:(i + 1) * self.dims]) for i in range(len(self.layers))]
 
 
 @dataclass
@@ -38,6 +76,7 @@ class StepRecord:
     covered: float
     tokens_so_far: int
     p_correct: float | None = None
+    hidden: HiddenState | None = None  # schema 2; only when the monitor was asked to record hidden states
 
     @classmethod
     def from_distribution(
@@ -90,14 +129,19 @@ class Trajectory:
     def from_json(cls, data: dict[str, Any]) -> Trajectory:
         if data.get("schema") != SCHEMA:
             raise ValueError(f"not a {SCHEMA} record")
-        if data.get("version") != SCHEMA_VERSION:
-            raise ValueError(f"schema version {data.get('version')} is not supported (this is {SCHEMA_VERSION})")
+        if data.get("version") not in READABLE_VERSIONS:
+            raise ValueError(f"schema version {data.get('version')} is not supported (this reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
         fields = {k: v for k, v in data.items() if k not in ("schema", "version")}
         fields["answer_space"] = AnswerSpace.from_json(fields["answer_space"])
-        fields["steps"] = [
-            StepRecord(**{**step, "top": [tuple(pair) for pair in step["top"]]}) for step in fields["steps"]
-        ]
+        fields["steps"] = [_step_from_json(step) for step in fields["steps"]]
         return cls(**fields)
+
+
+def _step_from_json(step: dict[str, Any]) -> StepRecord:
+    hidden = step.get("hidden")
+    return StepRecord(**{**step, "top": [tuple(pair) for pair in step["top"]],
+                         "hidden": HiddenState(**hidden) if hidden else None})
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sia_monitor.cli import main
 from sia_monitor.collect import collect, regrade
 from sia_monitor.errors import SIAError
 from sia_monitor.runner import GenerationSettings
@@ -77,6 +79,21 @@ def test_killed_collection_resumes_without_duplicates(data_dir: Path, tmp_path: 
     ids = [r.item_id for r in records]
     assert sorted(ids) == sorted({*ids}) == ["chal-1", "chal-2", "chal-3", "chal-4", "chal-5"]
     assert [r.final_text for r in records[: len(first)]] == [r.final_text for r in first]
+
+
+@pytest.mark.parametrize("flag", [None, "--no-hidden-states"])
+def test_collect_command_records_hidden_states_by_default(data_dir: Path, tmp_path: Path, flag: str | None) -> None:
+    """Every trajectory collected from now on can train a hidden-state calibrator: schema 2, a vector per step."""
+    out = tmp_path / "svamp.jsonl"
+    args = ["collect", "--benchmark", "svamp", "--limit", "1", "--max-new-tokens", "80", "--model",
+            "smollm2-135m-instruct", "--data-dir", str(data_dir), "--out", str(out)]
+    assert main(args + ([flag] if flag else [])) == 0
+    (record,) = read_trajectories(out)
+    assert record.steps and json.loads(out.read_text())["version"] == 2
+    if flag:
+        assert all(step.hidden is None for step in record.steps)
+    else:
+        assert all(step.hidden is not None and step.hidden.layers == [15, 22, 30] for step in record.steps)
 
 
 def test_regrade_rereads_answers_in_place(smol, data_dir: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from transformers import DynamicCache, LogitsProcessorList
 import sia_monitor.monitor as monitor_module
 from sia_monitor.answers import NUMERIC, AnswerSpace, parse_choices
 from sia_monitor.benchmarks import Item, load_benchmark
+from sia_monitor.hidden_states import HiddenStateSpec
 from sia_monitor.monitor import SIAMonitor
 from sia_monitor.runner import GenerationSettings, Monitor
 from sia_monitor.stopping import RowStopper
@@ -62,9 +63,9 @@ def recording_probes() -> Iterator[list[tuple[list[int], int]]]:
     calls: list[tuple[list[int], int]] = []
     original = monitor_module.run_probe
 
-    def spy(model: Any, cache: Any, prefix_mask: torch.Tensor, trees: dict, pad: int) -> dict:
+    def spy(model: Any, cache: Any, prefix_mask: torch.Tensor, trees: dict, pad: int, **kwargs: Any) -> Any:
         calls.append((sorted(trees), prefix_mask.shape[0]))
-        return original(model, cache, prefix_mask, trees, pad)
+        return original(model, cache, prefix_mask, trees, pad, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(monitor_module, "run_probe", spy)
@@ -80,14 +81,15 @@ def greedy(
     begin: bool = True,
     scores: bool = False,
 ) -> GreedyRun:
-    """Plain `model.generate`, greedy, with our own cache; with `attach` an SIAMonitor (probes on) rides along."""
+    """Plain `model.generate`, greedy, with our own cache; with `attach` an SIAMonitor (probes on, recording
+    hidden states as `collect` does) rides along."""
     model, tokenizer = monitor.model, monitor.tokenizer
     encoding, max_new = monitor.encode(questions, spaces, max_new_tokens)
     cache = DynamicCache(config=model.config)
     sia = None
     processors = LogitsProcessorList()
     if attach:
-        sia = SIAMonitor(model, tokenizer, cache, spaces, questions)
+        sia = SIAMonitor(model, tokenizer, cache, spaces, questions, hidden_states=HiddenStateSpec())
         if begin:
             sia.begin(encoding["attention_mask"])
         processors.append(sia)
@@ -343,6 +345,10 @@ def test_default_model_token_identity_left_padded_batch2(
     assert any(len(rows) < batch for rows, batch in monitored.probed_rows)
     for trajectory in monitored.trajectories:
         assert_signal_lengths(trajectory)
+        # hidden states at the answer slot: Qwen2.5-0.5B has 24 layers, so the middle, 3/4 and last
+        for step in trajectory.steps:
+            assert step.hidden is not None and step.hidden.layers == [12, 18, 24] and step.hidden.dims == 64
+            assert all(math.isfinite(x) for row in step.hidden.values() for x in row)
 
 
 @pytest.mark.default_model

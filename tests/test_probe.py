@@ -105,7 +105,7 @@ def test_tree_scores_equal_brute_force_scoring(smol_f32: LoadedModel) -> None:
     # Whole batch (appended to the live cache, then cropped), and one row of two (scratch copy of that row).
     for rows in ([0, 1], [1], [0]):
         cache, mask = prefill(model, contexts, pad)
-        log_probs = run_probe(model, cache, mask, {r: tree for r in rows}, pad)
+        log_probs = run_probe(model, cache, mask, {r: tree for r in rows}, pad).log_probs
         assert sorted(log_probs) == rows
         for row in rows:
             scores = log_probs[row]
@@ -125,8 +125,8 @@ def test_probe_trees_of_different_sizes_in_one_call(smol_f32: LoadedModel) -> No
     small, small_paths = candidate_tree(suffix, [encode(tokenizer, "12")])
     large, _ = candidate_tree(suffix, [encode(tokenizer, c) for c in CANDIDATES])
     cache, mask = prefill(model, contexts, pad)
-    together = run_probe(model, cache, mask, {0: large, 1: small}, pad)
-    alone = run_probe(model, cache, mask, {1: small}, pad)
+    together = run_probe(model, cache, mask, {0: large, 1: small}, pad).log_probs
+    alone = run_probe(model, cache, mask, {1: small}, pad).log_probs
     assert together[1].shape[0] == len(small)
     assert torch.allclose(together[1], alone[1], atol=1e-3)
     (node, token), = [step for step in small_paths[0] if step[0] == len(suffix) - 1]
@@ -143,12 +143,12 @@ def test_live_cache_unchanged_after_probe(smol, rows: list[int]) -> None:
     length = cache.get_seq_length()
     before = snapshot(cache)
     tree, _ = candidate_tree(encode(tokenizer, SUFFIX), [encode(tokenizer, c) for c in CANDIDATES])
-    log_probs = run_probe(model, cache, mask, {r: tree for r in rows}, pad)
+    log_probs = run_probe(model, cache, mask, {r: tree for r in rows}, pad).log_probs
     assert sorted(log_probs) == rows
     assert all(torch.isfinite(lp).all() for lp in log_probs.values())
     assert_cache_unchanged(cache, before, length)
     # And the cache still works: a second probe on it gives the same answer.
-    again = run_probe(model, cache, mask, {r: tree for r in rows}, pad)
+    again = run_probe(model, cache, mask, {r: tree for r in rows}, pad).log_probs
     assert all(torch.equal(again[r], log_probs[r]) for r in rows)
     assert_cache_unchanged(cache, before, length)
 
@@ -158,7 +158,7 @@ def probe_distribution(loaded: LoadedModel, estimator, context_text: str, suffix
     pad = tokenizer.pad_token_id
     cache, mask = prefill(model, [encode(tokenizer, context_text)], pad)
     tree, plan = estimator.plan(encode(tokenizer, suffix_text), context)
-    log_probs = run_probe(model, cache, mask, {0: tree}, pad)
+    log_probs = run_probe(model, cache, mask, {0: tree}, pad).log_probs
     return estimator.read(plan, log_probs[0])
 
 

@@ -53,6 +53,11 @@ CASES = {
     "collect zero batch": (
         lambda t: ["collect", "--benchmark", "svamp", "--out", str(t / "o.jsonl"), "--batch-size", "0"],
         "--batch-size must be at least 1"),
+    "collect zero hidden dims": (
+        lambda t: ["collect", "--benchmark", "svamp", "--out", str(t / "o.jsonl"), "--hidden-dims", "0"],
+        "--hidden-dims must be between 1 and 4096"),
+    "run zero hidden dims": (lambda t: ["run", "What is 2+3?", "--hidden-states", "--hidden-dims", "0"],
+                             "--hidden-dims must be between 1 and 4096"),
 }
 
 
