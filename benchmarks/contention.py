@@ -33,8 +33,9 @@ console = Console(stderr=True)
 
 def worker(args: argparse.Namespace) -> None:
     """One measurement in this process: print {"tokens", "seconds"} as a JSON line on stdout."""
-    from sia_monitor.benchmarks import load_benchmark
-    from sia_monitor.runner import GenerationSettings, Monitor
+    from sia_monitor.backends.base import GenerationSettings
+    from sia_monitor.backends.in_process import Monitor
+    from sia_monitor.tasks.benchmarks import load_benchmark
 
     monitor = Monitor.load(args.model)
     items = load_benchmark("svamp", args.data_dir, limit=args.batch)

@@ -1,7 +1,7 @@
 """What the guardrail policy does on saved, graded trajectories, without a model.
 
 For every held-out trajectory of each benchmark file (the questions the shipped calibrators were NOT fitted
-on, per `calibrators.dataset.is_heldout`), the steps are scored once with the shipped calibrator for the
+on, per `sia_monitor.tasks.benchmarks.is_heldout`), the steps are scored once with the shipped calibrator for the
 trace's model and answer type (`replay.score_steps`, i.e. `Calibrator.curve` rounded to 4 decimals as the
 live monitor does), then replayed through the library's own `guarded.GuardedRun` + `replay.ReplayBackend`
 at speed 0 for each policy of a grid:
@@ -37,11 +37,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from calibrators import calibrator_for
-from calibrators.dataset import HELDOUT_FRACTION, is_heldout, question_id
-from sia_monitor.guarded import GuardedRun
+from calibrators.dataset import question_id
+from sia_monitor.guardrail.guarded import GuardedRun
+from sia_monitor.guardrail.policy import GuardrailPolicy
+from sia_monitor.guardrail.replay import ReplayBackend, score_steps
 from sia_monitor.machine import cpu_name
-from sia_monitor.policy import GuardrailPolicy
-from sia_monitor.replay import ReplayBackend, score_steps
+from sia_monitor.tasks.benchmarks import HELDOUT_FRACTION, is_heldout
 from sia_monitor.trajectory import Trajectory, read_trajectories
 
 console = Console()
@@ -224,7 +225,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Command: `{meta['command']}`  ",
         f"Date: {meta['date']} · machine: {meta['cpu']} ({meta['cpu_count']} CPUs) · Python {meta['python']} · run time {meta['runtime_s']:.1f} s",
         "",
-        (f"Held-out questions only (`calibrators.dataset.is_heldout`, fraction {meta['heldout_fraction']}): the shipped "
+        (f"Held-out questions only (`sia_monitor.tasks.benchmarks.is_heldout`, fraction {meta['heldout_fraction']}): the shipped "
         "calibrators never saw them. Each trace replayed through `GuardedRun` + `ReplayBackend` (speed 0). "
         "**Stopped** = policy stopped the trace; **false stops** = stopped traces whose full trace was correct; "
         "**stop precision** = share of stops that were wrong; **saved** = tokens after the decision point "

@@ -25,12 +25,13 @@ from rich.console import Console
 from rich.progress import track
 from transformers import DynamicCache, LogitsProcessorList
 
-from sia_monitor.benchmarks import grade, load_benchmark
-from sia_monitor.hidden_states import HiddenStateSpec
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.in_process import Monitor
 from sia_monitor.machine import cpu_name
-from sia_monitor.monitor import SIAMonitor
-from sia_monitor.probe import run_probe
-from sia_monitor.runner import GenerationSettings, Monitor
+from sia_monitor.probing.hidden_states import HiddenStateSpec
+from sia_monitor.probing.monitor import SIAMonitor
+from sia_monitor.probing.probe import run_probe
+from sia_monitor.tasks.benchmarks import grade, load_benchmark
 from sia_monitor.trajectory import StepRecord
 
 console = Console()

@@ -26,10 +26,10 @@ import skops
 import skops.io as sio
 from sklearn.exceptions import InconsistentVersionWarning
 
-from sia_monitor.answers import AnswerSpace
 from sia_monitor.errors import SIAError, SIAWarning
-from sia_monitor.prompts import probe_suffix
 from sia_monitor.scoring import Prefix
+from sia_monitor.tasks.answers import AnswerSpace
+from sia_monitor.tasks.prompts import probe_suffix
 from sia_monitor.trajectory import Trajectory
 
 from .estimator import StepCalibrator

@@ -16,17 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from sia_monitor.errors import SIAError
+from sia_monitor.tasks.benchmarks import HELDOUT_FRACTION, is_heldout, item_group
 from sia_monitor.trajectory import Trajectory, read_trajectories
 
 from .features import FEATURE_NAMES, trajectory_features
-
-HELDOUT_FRACTION = 0.3
 
 
 def question_id(trajectory: Trajectory) -> str:
     """The group a trajectory belongs to: its benchmark item, or its question text when it has none."""
     if trajectory.item_id:
-        return f"{trajectory.benchmark or ''}:{trajectory.item_id}"
+        return item_group(trajectory.benchmark or "", trajectory.item_id)
     return "q:" + hashlib.sha1(trajectory.question.encode()).hexdigest()[:16]
 
 
@@ -48,12 +47,6 @@ def is_sampled(trajectory: Trajectory) -> bool:
     """Drawn at temperature > 0. Sampled traces are training data: the report judges greedy traces, what the
     monitor runs by default, and lists sampled ones on a line of their own."""
     return temperature_of(trajectory) > 0
-
-
-def is_heldout(group: str, fraction: float = HELDOUT_FRACTION) -> bool:
-    """Whether a question is in the fixed held-out split (a stable hash of its id, not a random draw)."""
-    digest = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16)
-    return digest / 0xFFFFFFFF < fraction
 
 
 def load_graded(paths: Iterable[str | Path]) -> list[Trajectory]:

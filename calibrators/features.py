@@ -18,8 +18,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from sia_monitor.answers import normalize_number, numbers_in
 from sia_monitor.scoring import Prefix
+from sia_monitor.tasks.answers import normalize_number, numbers_in
 from sia_monitor.trajectory import StepRecord, Trajectory
 
 FEATURE_VERSION = 1

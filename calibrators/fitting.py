@@ -19,12 +19,13 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.model_selection import GroupKFold
 from threadpoolctl import threadpool_limits
 
-from sia_monitor.answers import AnswerSpace
 from sia_monitor.errors import SIAError
-from sia_monitor.prompts import probe_suffix
+from sia_monitor.tasks.answers import AnswerSpace
+from sia_monitor.tasks.benchmarks import HELDOUT_FRACTION
+from sia_monitor.tasks.prompts import probe_suffix
 
 from .artifact import SHIPPED_DIR, Calibrator, CalibratorInfo, load_calibrator, save_calibrator
-from .dataset import HELDOUT_FRACTION, PrefixTable, load_graded, source_of
+from .dataset import PrefixTable, load_graded, source_of
 from .estimator import StepCalibrator
 from .metrics import summary_metrics
 
@@ -75,6 +76,19 @@ def load_recipes(path: str | Path = RECIPES) -> list[Recipe]:
             raise SIAError(f"{path}: evaluation must be 'heldout' or 'cv', not {recipe.evaluation!r}.")
         recipes.append(recipe)
     return recipes
+
+
+def select_recipes(path: str | Path | None = None, only: list[str] | None = None) -> list[Recipe]:
+    """The recipes of `path` (default: the shipped recipes.toml), or only those named in `only` (by name or
+    model/name); a name that matches none is refused with the list of names."""
+    recipes = load_recipes(path or RECIPES)
+    if not only:
+        return recipes
+    wanted = [r for r in recipes if r.name in only or r.key in only]
+    unknown = set(only) - {r.name for r in wanted} - {r.key for r in wanted}
+    if unknown:
+        raise SIAError(f"No recipe named {', '.join(sorted(unknown))}.", f"Recipes: {', '.join(r.key for r in recipes)}.")
+    return wanted
 
 
 def recipe_table(recipe: Recipe) -> PrefixTable:

@@ -13,8 +13,8 @@ import asyncio
 from pathlib import Path
 
 from calibrators import calibrator_for
-from sia_monitor.policy import GuardrailPolicy
-from sia_monitor.replay import load_replay
+from sia_monitor.guardrail.policy import GuardrailPolicy
+from sia_monitor.guardrail.replay import load_replay
 from tui.app import create_app
 from tui.sources import ReplaySource
 

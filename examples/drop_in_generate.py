@@ -10,7 +10,7 @@ import sys
 from transformers import DynamicCache
 
 from sia_monitor import NUMERIC, SIAMonitor, load_model
-from sia_monitor.prompts import build_messages
+from sia_monitor.tasks.prompts import build_messages
 
 question = sys.argv[1] if len(sys.argv) > 1 else "Sara has 5 pens and gives away 2. How many pens does she have?"
 lm = load_model("qwen2.5-coder-0.5b-instruct")

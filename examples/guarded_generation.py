@@ -13,9 +13,9 @@ import sys
 
 from calibrators import calibrator_for
 from sia_monitor import NUMERIC, Monitor
-from sia_monitor.live import run_guarded
-from sia_monitor.policy import GuardrailPolicy
-from sia_monitor.runner import GenerationSettings
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.guardrail.live import run_guarded
+from sia_monitor.guardrail.policy import GuardrailPolicy
 
 question = sys.argv[1] if len(sys.argv) > 1 else "A shop had 120 apples, sold 45 and got 30 more. How many now?"
 model_id = "qwen2.5-coder-0.5b-instruct"

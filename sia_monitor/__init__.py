@@ -9,35 +9,44 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .threads import set_openmp_wait_default
+from sia_monitor.threads import set_openmp_wait_default
 
 __version__ = "0.1.0"
 set_openmp_wait_default()  # before anything imports torch: see sia_monitor/threads.py for why and the figures
 
-_EXPORTS = {
-    "AnswerSpace": "answers", "AnswerDistribution": "answers", "NUMERIC": "answers", "parse_choices": "answers",
-    "parse_answer": "answers", "SIAError": "errors", "load_model": "models", "DEFAULT_MODEL": "models",
-    "SIAMonitor": "monitor", "Monitor": "runner", "GenerationSettings": "runner", "RowStopper": "stopping",
-    "CancelOnEvent": "stopping", "Trajectory": "trajectory", "StepRecord": "trajectory",
-    "MonitorEvent": "trajectory", "read_trajectories": "trajectory", "write_trajectories": "trajectory",
-    "load_benchmark": "benchmarks", "Prefix": "scoring", "StepScorer": "scoring",
+_SOURCES = {  # where each public name lives, by stage of the data flow
+    "tasks.answers": ("AnswerSpace", "AnswerDistribution", "NUMERIC", "parse_answer", "parse_choices"),
+    "tasks.benchmarks": ("load_benchmark",),
+    "errors": ("SIAError",),
+    "models": ("DEFAULT_MODEL", "load_model"),
+    "trajectory": ("Trajectory", "StepRecord", "MonitorEvent", "read_trajectories", "write_trajectories"),
+    "scoring": ("Prefix", "StepScorer"),
+    "probing.monitor": ("SIAMonitor",),
+    "probing.stopping": ("RowStopper", "CancelOnEvent"),
+    "probing.hidden_states": ("HiddenStateSpec",),
+    "backends.base": ("Backend", "GenerationSettings"),
+    "backends.in_process": ("Monitor",),
 }
-__all__ = [
-    "DEFAULT_MODEL", "NUMERIC", "AnswerDistribution", "AnswerSpace", "CancelOnEvent", "GenerationSettings",
-    "Monitor", "MonitorEvent", "Prefix", "RowStopper", "SIAError", "SIAMonitor", "StepRecord", "StepScorer", "Trajectory",
-    "load_benchmark", "load_model", "parse_answer", "parse_choices", "read_trajectories", "write_trajectories",
+_EXPORTS = {name: module for module, names in _SOURCES.items() for name in names}
+__all__ = [  # the same names as _EXPORTS (tests/test_api.py checks)
+    "AnswerDistribution", "AnswerSpace", "Backend", "CancelOnEvent", "DEFAULT_MODEL", "GenerationSettings",
+    "HiddenStateSpec", "Monitor", "MonitorEvent", "NUMERIC", "Prefix", "RowStopper", "SIAError", "SIAMonitor",
+    "StepRecord", "StepScorer", "Trajectory", "load_benchmark", "load_model", "parse_answer", "parse_choices",
+    "read_trajectories", "write_trajectories",
 ]
 
 if TYPE_CHECKING:
-    from .answers import NUMERIC, AnswerDistribution, AnswerSpace, parse_answer, parse_choices
-    from .benchmarks import load_benchmark
-    from .errors import SIAError
-    from .models import DEFAULT_MODEL, load_model
-    from .monitor import SIAMonitor
-    from .runner import GenerationSettings, Monitor
-    from .scoring import Prefix, StepScorer
-    from .stopping import CancelOnEvent, RowStopper
-    from .trajectory import MonitorEvent, StepRecord, Trajectory, read_trajectories, write_trajectories
+    from sia_monitor.backends.base import Backend, GenerationSettings
+    from sia_monitor.backends.in_process import Monitor
+    from sia_monitor.errors import SIAError
+    from sia_monitor.models import DEFAULT_MODEL, load_model
+    from sia_monitor.probing.hidden_states import HiddenStateSpec
+    from sia_monitor.probing.monitor import SIAMonitor
+    from sia_monitor.probing.stopping import CancelOnEvent, RowStopper
+    from sia_monitor.scoring import Prefix, StepScorer
+    from sia_monitor.tasks.answers import NUMERIC, AnswerDistribution, AnswerSpace, parse_answer, parse_choices
+    from sia_monitor.tasks.benchmarks import load_benchmark
+    from sia_monitor.trajectory import MonitorEvent, StepRecord, Trajectory, read_trajectories, write_trajectories
 
 
 def __getattr__(name: str) -> Any:

@@ -16,12 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .answers import parse_answer, same_answer
-from .benchmarks import Item, grade, load_benchmark
-from .errors import SIAError
-from .backend import Backend
-from .runner import GenerationSettings
-from .trajectory import (
+from sia_monitor.backends.base import Backend, GenerationSettings
+from sia_monitor.errors import SIAError
+from sia_monitor.tasks.answers import parse_answer, same_answer
+from sia_monitor.tasks.benchmarks import Item, grade, load_benchmark
+from sia_monitor.trajectory import (
     MonitorEvent,
     Trajectory,
     check_writable,
@@ -80,16 +79,21 @@ def plan_collection(
     limit: int | None = None,
     samples: int = 1,
     settings: GenerationSettings | None = None,
+    split: str = "all",
 ) -> CollectPlan:
-    """Check everything a collection needs except the model, and list what is left to generate."""
+    """Check everything a collection needs except the model, and list what is left to generate.
+
+    Several samples of a question are generated together (question by question), so a batch shares one prompt
+    (no padding) and a collection cut short holds every sample of the questions it reached, which is what a
+    vote over samples needs."""
     if samples < 1:
         raise SIAError("--samples must be at least 1.")
     if samples > 1 and (settings or GenerationSettings()).temperature <= 0:
         raise SIAError("Several samples per question need sampling.", "Pass --temperature (e.g. 0.7).")
-    items = load_benchmark(benchmark, data_dir, limit=limit)
+    items = load_benchmark(benchmark, data_dir, limit=limit, split=split)
     check_writable(out)
     done_keys = {_key(t) for t in load_existing(out, model_id)}
-    todo = [(item, s) for s in range(samples) for item in items if (item.item_id, s) not in done_keys]
+    todo = [(item, s) for item in items for s in range(samples) if (item.item_id, s) not in done_keys]
     return CollectPlan(benchmark=benchmark, out=out, todo=todo, done=len(done_keys))
 
 
@@ -147,11 +151,12 @@ def collect(
     samples: int = 1,
     settings: GenerationSettings | None = None,
     progress: Progress | None = None,
+    split: str = "all",
 ) -> CollectPlan:
     """`plan_collection` then `run_collection`, for callers that already hold a loaded monitor."""
     if batch_size < 1:
         raise SIAError("--batch-size must be at least 1.")
-    plan = plan_collection(benchmark, out, monitor.model_id, data_dir, limit, samples, settings)
+    plan = plan_collection(benchmark, out, monitor.model_id, data_dir, limit, samples, settings, split)
     run_collection(monitor, plan, batch_size, settings, progress)
     return plan
 

@@ -17,18 +17,19 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from .answers import NUMERIC, AnswerSpace, parse_choices, split_inline_choices
-from .errors import SIAError
-from .hidden_states import HiddenStateSpec
-from .models import DEFAULT_MODEL, REGISTRY, check_model_source
-from .policy import GuardrailPolicy
-from .prompts import format_question
-from .segmentation import SEGMENTER_MODES, SegmenterMode, StepSegmenter
-from .trajectory import check_writable
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.errors import SIAError
+from sia_monitor.guardrail.policy import GuardrailPolicy
+from sia_monitor.models import DEFAULT_MODEL, REGISTRY, check_model_source
+from sia_monitor.probing.hidden_states import HiddenStateSpec
+from sia_monitor.probing.segmentation import SEGMENTER_MODES, SegmenterMode, StepSegmenter
+from sia_monitor.tasks.answers import NUMERIC, AnswerSpace, parse_choices, split_inline_choices
+from sia_monitor.tasks.prompts import format_question
+from sia_monitor.trajectory import check_writable
 
 if TYPE_CHECKING:
-    from .runner import GenerationSettings, Monitor
-    from .scoring import StepScorer
+    from sia_monitor.backends.in_process import Monitor
+    from sia_monitor.scoring import StepScorer
 
 ANSWER_TYPES = ("auto", "numeric", "choice", "candidates")
 
@@ -131,8 +132,6 @@ class DecodingOptions:
 
     def settings(self) -> GenerationSettings:
         """The settings `generate` runs with; `GenerationSettings` refuses bad values itself."""
-        from .runner import GenerationSettings
-
         return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed)
 
 
@@ -250,7 +249,7 @@ def prepare(args: argparse.Namespace, err: Console, save: Path | None = None) ->
 def load_monitor(model: ModelOptions, err: Console, scorer: StepScorer | None = None, **kwargs: Any) -> Monitor:
     """The one way from options to a ready monitor: the model loaded (with a status line), the step mode set,
     and the scorer that fills P(correct)."""
-    from .runner import Monitor
+    from sia_monitor.backends.in_process import Monitor
 
     with err.status(f"Loading {model.model}"):
         return Monitor.load(model.model, segmenter=model.steps, step_regex=model.step_regex, scorer=scorer, **kwargs)

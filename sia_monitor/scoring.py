@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .answers import AnswerSpace
-from .trajectory import StepRecord, Trajectory
+from sia_monitor.tasks.answers import AnswerSpace
+from sia_monitor.trajectory import StepRecord, Trajectory
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .answers import AnswerDistribution, AnswerSpace
-from .errors import SIAError, SIAWarning
+from sia_monitor.errors import SIAError, SIAWarning
+from sia_monitor.tasks.answers import AnswerDistribution, AnswerSpace
 
 SCHEMA = "sia-monitor/trajectory"
 SCHEMA_VERSION = 2  # 2: steps may carry `hidden` (see HiddenState); version-1 records still read

@@ -32,8 +32,8 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def smol():
     """A `Monitor` over SmolLM2-135M-Instruct (bf16): the fast fixture model."""
+    from sia_monitor.backends.in_process import Monitor
     from sia_monitor.models import FIXTURE_MODEL, load_model
-    from sia_monitor.runner import Monitor
 
     return Monitor(load_model(FIXTURE_MODEL))
 
@@ -41,7 +41,7 @@ def smol():
 @pytest.fixture(scope="session")
 def qwen():
     """A `Monitor` over the default model, Qwen2.5-Coder-0.5B-Instruct (bf16); tests using it are `default_model`."""
+    from sia_monitor.backends.in_process import Monitor
     from sia_monitor.models import DEFAULT_MODEL, load_model
-    from sia_monitor.runner import Monitor
 
     return Monitor(load_model(DEFAULT_MODEL))

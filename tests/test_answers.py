@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sia_monitor.answers import (
+from sia_monitor.errors import SIAError
+from sia_monitor.tasks.answers import (
     NUMERIC,
     AnswerSpace,
     normalize_number,
@@ -14,7 +15,6 @@ from sia_monitor.answers import (
     split_inline_choices,
     states_answer,
 )
-from sia_monitor.errors import SIAError
 
 LETTERS = AnswerSpace("choice", labels=("A", "B", "C", "D"), options=("meter", "kilometer", "soft", "hard"))
 DIGITS = AnswerSpace("choice", labels=("1", "2", "3", "4"), options=("red", "blue", "green", "yellow"))

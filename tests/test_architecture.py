@@ -44,7 +44,7 @@ def _graph() -> tuple[dict[str, set[str]], list[str]]:
     private = []
     for name, path in modules.items():
         for target, names in _imports(name, path, modules):
-            if target.startswith(name + ".") or name.startswith(target + "."):
+            if target == name or target.startswith(name + ".") or name.startswith(target + "."):
                 continue  # a package and its own submodules (lazy re-exports in __init__)
             graph[name].add(target)
             private += [f"{name} imports {target}.{n}" for n in names if n.startswith("_") and n != "__version__"]
@@ -81,22 +81,54 @@ def test_the_checks_see_a_cycle() -> None:
     """The checker itself finds a cycle and a function-level import (so an empty result means something)."""
     assert _cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
     graph, _ = _graph()
-    assert "tui.command" in graph["sia_monitor.cli"]  # imported inside command_tui
+    assert "tui.command" in graph["sia_monitor.cli.tui"]  # imported inside its command()
 
 
-# Everything downstream of generation depends on `backend.Backend`, never on the in-process `runner.Monitor`.
-DOWNSTREAM = ("sia_monitor.guarded", "sia_monitor.live", "sia_monitor.collect", "sia_monitor.replay", "tui.sources",
-              "tui.app", "tui.command")
+# The data flow, upstream first: a module imports only from its own stage or from stages above it. The folder
+# names are the stages: tasks (questions, answers, prompts) -> records -> probing (the hook) -> the calibrator
+# -> backends (generation) -> guardrail (policy) -> consumers (options, collect, cli, tui).
+STAGES = (
+    ("sia_monitor.errors", "sia_monitor.machine", "sia_monitor.threads"),
+    ("sia_monitor.tasks",),
+    ("sia_monitor.trajectory", "sia_monitor.scoring", "sia_monitor.models"),
+    ("sia_monitor.probing",),
+    ("calibrators",),
+    ("sia_monitor.backends",),
+    ("sia_monitor.guardrail",),
+    ("sia_monitor.options", "sia_monitor.collect", "sia_monitor.cli", "tui"),
+)
+
+
+def _stage(module: str) -> int:
+    if module == "sia_monitor":
+        return len(STAGES)  # the package's lazy exports name everything
+    for index, prefixes in enumerate(STAGES):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return index
+    raise AssertionError(f"{module} is in no stage of STAGES: place it")
+
+
+def test_modules_import_only_upstream() -> None:
+    graph, _ = _graph()
+    upstream_imports = [f"{name} (stage {_stage(name)}) imports {target} (stage {_stage(target)})"
+                        for name, targets in graph.items() for target in targets if _stage(target) > _stage(name)]
+    assert upstream_imports == []
+
+
+# Everything downstream of generation depends on `backends.base.Backend`, never on the in-process `Monitor`.
+DOWNSTREAM = ("sia_monitor.guardrail.guarded", "sia_monitor.guardrail.live", "sia_monitor.guardrail.replay",
+              "sia_monitor.collect", "sia_monitor.cli.run", "sia_monitor.cli.collect", "tui.sources", "tui.app",
+              "tui.command")
 
 
 def test_consumers_depend_on_the_backend_protocol_not_on_monitor() -> None:
     modules = _modules()
     for name in DOWNSTREAM:
         for target, names in _imports(name, modules[name], modules):
-            assert not (target == "sia_monitor.runner" and "Monitor" in names), f"{name} imports runner.Monitor"
+            assert not (target == "sia_monitor.backends.in_process" and "Monitor" in names), f"{name} imports Monitor"
 
 
 def test_monitor_implements_the_backend_protocol(smol) -> None:  # type: ignore[no-untyped-def]
-    from sia_monitor.backend import Backend
+    from sia_monitor.backends.base import Backend
 
     assert isinstance(smol, Backend) and smol.model_id == smol.loaded.model_id

@@ -13,10 +13,11 @@ import pytest
 import transformers
 
 from sia_monitor import models
-from sia_monitor.answers import NUMERIC, parse_choices
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.in_process import Monitor
 from sia_monitor.errors import SIAError
 from sia_monitor.models import FIXTURE_MODEL, REGISTRY, check_model_source, load_model, locate_parts
-from sia_monitor.runner import GenerationSettings, Monitor
+from sia_monitor.tasks.answers import NUMERIC, parse_choices
 
 
 @pytest.mark.parametrize("question", ["", "   \n\t "])

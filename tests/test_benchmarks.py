@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sia_monitor.answers import normalize_number, parse_answer
-from sia_monitor.benchmarks import BENCHMARKS, Item, grade, load_benchmark
-from sia_monitor.benchmarks import data_dir as resolve_data_dir  # the `data_dir` fixture takes the plain name
 from sia_monitor.errors import SIAError
+from sia_monitor.tasks.answers import normalize_number, parse_answer
+from sia_monitor.tasks.benchmarks import BENCHMARKS, Item, grade, load_benchmark
+from sia_monitor.tasks.benchmarks import data_dir as resolve_data_dir  # the `data_dir` fixture takes the plain name
 
 FULL_COUNTS = {"gsm8k": 1319, "svamp": 1000, "arc-easy": 2376, "arc-challenge": 1172}
 
@@ -149,3 +149,29 @@ def test_malformed_svamp_names_the_record(tmp_path: Path) -> None:
     _write(tmp_path, "svamp/svamp.json", ["[", "{oops"])
     with pytest.raises(SIAError, match="svamp.json line 2: not valid JSON"):
         load_benchmark("svamp", tmp_path)
+
+
+def test_splits_partition_a_benchmark_by_the_fixed_hash(data_dir: Path) -> None:
+    """train + heldout = all, each question on the side its group hash says, and `limit` counts within the split."""
+    from sia_monitor.tasks.benchmarks import HELDOUT_FRACTION, is_heldout, item_group
+
+    every = load_benchmark("svamp", data_dir)
+    heldout = load_benchmark("svamp", data_dir, split="heldout")
+    train = load_benchmark("svamp", data_dir, split="train")
+    assert sorted(i.item_id for i in heldout + train) == sorted(i.item_id for i in every)
+    assert all(is_heldout(item_group("svamp", i.item_id)) for i in heldout)
+    assert not any(is_heldout(item_group("svamp", i.item_id)) for i in train)
+    assert abs(len(heldout) / len(every) - HELDOUT_FRACTION) < 0.05
+    assert load_benchmark("svamp", data_dir, limit=5, split="heldout") == heldout[:5]
+    with pytest.raises(SIAError, match="Unknown split"):
+        load_benchmark("svamp", data_dir, split="test")
+
+
+def test_collection_plans_samples_question_by_question(data_dir: Path, tmp_path: Path) -> None:
+    from sia_monitor.backends.base import GenerationSettings
+    from sia_monitor.collect import plan_collection
+
+    plan = plan_collection("svamp", tmp_path / "o.jsonl", "m", str(data_dir), limit=3, samples=4,
+                           settings=GenerationSettings(temperature=0.7), split="heldout")
+    heldout = [i.item_id for i in load_benchmark("svamp", data_dir, limit=3, split="heldout")]
+    assert [(item.item_id, s) for item, s in plan.todo] == [(q, s) for q in heldout for s in range(4)]

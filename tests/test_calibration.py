@@ -37,7 +37,7 @@ from calibrators.artifact import (
     load_calibrator,
     save_calibrator,
 )
-from calibrators.dataset import HELDOUT_FRACTION, PrefixTable, is_heldout, load_graded, question_id, source_of
+from calibrators.dataset import PrefixTable, load_graded, question_id, source_of
 from calibrators.estimator import StepCalibrator
 from calibrators.features import FEATURE_NAMES, FEATURE_VERSION, MONOTONIC_CST, prefix_features, trajectory_features
 from calibrators.metrics import (
@@ -48,10 +48,11 @@ from calibrators.metrics import (
     reliability_bins,
     score_signal,
 )
-from sia_monitor.answers import NUMERIC, AnswerSpace
 from sia_monitor.errors import SIAError
-from sia_monitor.prompts import probe_suffix
 from sia_monitor.scoring import Prefix
+from sia_monitor.tasks.answers import NUMERIC, AnswerSpace
+from sia_monitor.tasks.benchmarks import HELDOUT_FRACTION, is_heldout
+from sia_monitor.tasks.prompts import probe_suffix
 from sia_monitor.trajectory import Trajectory, read_trajectories, write_trajectories
 
 REPO = Path(__file__).resolve().parents[1]

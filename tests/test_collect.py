@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from sia_monitor.backends.base import GenerationSettings
 from sia_monitor.cli import main
 from sia_monitor.collect import collect, regrade
 from sia_monitor.errors import SIAError
-from sia_monitor.runner import GenerationSettings
 from sia_monitor.trajectory import read_trajectories, write_trajectories
 
 SETTINGS = GenerationSettings(max_new_tokens=24)

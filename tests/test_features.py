@@ -18,8 +18,8 @@ from calibrators.features import (
     prefix_features,
     trajectory_features,
 )
-from sia_monitor.answers import NUMERIC, AnswerSpace
 from sia_monitor.scoring import Prefix
+from sia_monitor.tasks.answers import NUMERIC, AnswerSpace
 from sia_monitor.trajectory import StepRecord, Trajectory
 
 QUESTION = "Tom has 3 apples and buys 5 more. How many apples does Tom have?"

@@ -9,12 +9,13 @@ from pathlib import Path
 
 from replay_data import ACCEPTS, CLEAN, STALLS, ConstantScorer, EntropyScorer, as_resample, svamp_records, write_sample
 
-from sia_monitor.answers import NUMERIC
-from sia_monitor.guarded import GuardedRun
-from sia_monitor.live import LiveBackend, run_guarded
-from sia_monitor.policy import GuardrailPolicy
-from sia_monitor.replay import ReplayBackend, load_replay, replay_events, split_pieces
-from sia_monitor.runner import GenerationSettings, Monitor
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.in_process import Monitor
+from sia_monitor.guardrail.guarded import GuardedRun
+from sia_monitor.guardrail.live import LiveBackend, run_guarded
+from sia_monitor.guardrail.policy import GuardrailPolicy
+from sia_monitor.guardrail.replay import ReplayBackend, load_replay, replay_events, split_pieces
+from sia_monitor.tasks.answers import NUMERIC
 from sia_monitor.trajectory import MonitorEvent, read_trajectories, write_trajectories
 
 

@@ -14,12 +14,13 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from sia_monitor.answers import NUMERIC
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.in_process import Monitor
 from sia_monitor.errors import SIAError
-from sia_monitor.hidden_states import PROJECTION, HiddenStateProjector, HiddenStateSpec, projection_matrix
 from sia_monitor.models import FIXTURE_MODEL, LoadedModel, load_model
-from sia_monitor.probe import ProbeTree, run_probe
-from sia_monitor.runner import GenerationSettings, Monitor
+from sia_monitor.probing.hidden_states import PROJECTION, HiddenStateProjector, HiddenStateSpec, projection_matrix
+from sia_monitor.probing.probe import ProbeTree, run_probe
+from sia_monitor.tasks.answers import NUMERIC
 from sia_monitor.trajectory import HiddenState, Trajectory, read_trajectories, write_trajectories
 
 QUESTION = "Tom has 12 apples and gives away 5, then buys 7 more. How many apples does he have now?"
@@ -80,7 +81,7 @@ def test_probe_reads_the_hidden_state_at_the_anchor(smol_f32: LoadedModel) -> No
     """Two left-padded rows, the whole batch and one row alone: the probe's hidden states at the anchor equal an
     uncached forward's at the last suffix token, on every asked-for layer; nodes after the anchor change nothing."""
     model, tokenizer = smol_f32.model, smol_f32.tokenizer
-    encode = lambda text: list(tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
+    encode = lambda text: list(tokenizer.encode(text, add_special_tokens=False))
     contexts = [encode("Q: 7 times 6?\nA: 7 times 6 is 42.\n"), encode("Q: Ann has 3 bags of 4 apples.\nA: 12.\n")]
     suffix = encode("The answer is ")
     tree = ProbeTree()

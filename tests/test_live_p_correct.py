@@ -13,12 +13,13 @@ import pytest
 
 from calibrators import calibrator_for, load_calibrator
 from calibrators.artifact import shipped_calibrator_path
-from sia_monitor.answers import NUMERIC
-from sia_monitor.benchmarks import load_benchmark
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.in_process import Monitor
 from sia_monitor.cli import main
 from sia_monitor.errors import SIAError
 from sia_monitor.models import DEFAULT_MODEL, FIXTURE_MODEL
-from sia_monitor.runner import GenerationSettings, Monitor
+from sia_monitor.tasks.answers import NUMERIC
+from sia_monitor.tasks.benchmarks import load_benchmark
 from sia_monitor.trajectory import MonitorEvent
 
 

@@ -20,13 +20,14 @@ import pytest
 import torch
 from transformers import DynamicCache, LogitsProcessorList
 
-import sia_monitor.monitor as monitor_module
-from sia_monitor.answers import NUMERIC, AnswerSpace, parse_choices
-from sia_monitor.benchmarks import Item, load_benchmark
-from sia_monitor.hidden_states import HiddenStateSpec
-from sia_monitor.monitor import SIAMonitor
-from sia_monitor.runner import GenerationSettings, Monitor
-from sia_monitor.stopping import RowStopper
+import sia_monitor.probing.monitor as monitor_module
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.in_process import Monitor
+from sia_monitor.probing.hidden_states import HiddenStateSpec
+from sia_monitor.probing.monitor import SIAMonitor
+from sia_monitor.probing.stopping import RowStopper
+from sia_monitor.tasks.answers import NUMERIC, AnswerSpace, parse_choices
+from sia_monitor.tasks.benchmarks import Item, load_benchmark
 from sia_monitor.trajectory import MonitorEvent, Trajectory
 
 # Three questions of different lengths (so the batch is left-padded); on SmolLM2 their steps end at different

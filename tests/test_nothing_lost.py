@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from sia_monitor.answers import NUMERIC
-from sia_monitor.benchmarks import Item
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.in_process import Monitor
 from sia_monitor.collect import CollectPlan, collect, load_existing, run_collection
 from sia_monitor.errors import SIAError
-from sia_monitor.runner import GenerationSettings, Monitor
+from sia_monitor.tasks.answers import NUMERIC
+from sia_monitor.tasks.benchmarks import Item
 from sia_monitor.trajectory import (
     read_trajectories,
     read_trajectory_file,
@@ -139,7 +140,7 @@ def test_the_tui_keeps_a_session_it_cannot_save_and_exits_non_zero(
     error (not Textual's crash screen and exit 0)."""
     import asyncio
 
-    from sia_monitor.replay import load_replay
+    from sia_monitor.guardrail.replay import load_replay
     from tui.app import create_app
     from tui.sources import ReplaySource
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sia_monitor.answers import NUMERIC
 from sia_monitor.errors import SIAError
-from sia_monitor.policy import Decision, GuardrailPolicy
+from sia_monitor.guardrail.policy import Decision, GuardrailPolicy
+from sia_monitor.tasks.answers import NUMERIC
 from sia_monitor.trajectory import StepRecord, Trajectory
 
 

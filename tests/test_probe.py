@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from sia_monitor.answers import AnswerSpace
-from sia_monitor.estimators import (
+from sia_monitor.models import FIXTURE_MODEL, LoadedModel, load_model
+from sia_monitor.probing.estimators import (
     ChoiceEstimator,
     NumericEstimator,
     ProbeContext,
@@ -17,8 +17,8 @@ from sia_monitor.estimators import (
     recent_first,
     written_forms,
 )
-from sia_monitor.models import FIXTURE_MODEL, LoadedModel, load_model
-from sia_monitor.probe import ProbeTree, run_probe
+from sia_monitor.probing.probe import ProbeTree, run_probe
+from sia_monitor.tasks.answers import AnswerSpace
 
 CONTEXTS = [
     "Question: what is 7 times 6?\nReasoning: 7 times 6 is 42.\n",

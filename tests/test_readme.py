@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sia_monitor.cli import build_parser
-from sia_monitor.benchmarks import BENCHMARKS
+from sia_monitor.tasks.benchmarks import BENCHMARKS
 from sia_monitor.trajectory import MonitorEvent, StepRecord, Trajectory
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")

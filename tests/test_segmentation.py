@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sia_monitor.errors import SIAError
-from sia_monitor.segmentation import CompletedStep, StepSegmenter
+from sia_monitor.probing.segmentation import CompletedStep, StepSegmenter
 
 
 def feed_all(segmenter: StepSegmenter, pieces: list[str]) -> list[CompletedStep]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sia_monitor.answers import NUMERIC, AnswerDistribution, AnswerSpace
 from sia_monitor.errors import SIAError
+from sia_monitor.tasks.answers import NUMERIC, AnswerDistribution, AnswerSpace
 from sia_monitor.trajectory import (
     SCHEMA,
     SCHEMA_VERSION,

@@ -19,10 +19,10 @@ from replay_data import svamp_records
 
 from sia_monitor.cli import main
 from sia_monitor.errors import SIAError
-from sia_monitor.replay import load_replay
+from sia_monitor.guardrail.replay import load_replay
 from sia_monitor.trajectory import (
-    TruncatedTrajectoryWarning,
     Trajectory,
+    TruncatedTrajectoryWarning,
     read_trajectories,
     read_trajectory_file,
     write_trajectories,
@@ -157,7 +157,8 @@ def test_tui_says_a_replay_is_truncated_in_one_line(tmp_path: Path, records: lis
 
     from rich.console import Console
 
-    from sia_monitor.cli import build_parser, one_line_warnings
+    from sia_monitor.cli import build_parser
+    from sia_monitor.cli.output import one_line_warnings
     from tui.command import source_from_args
 
     path, complete = halved(tmp_path, records)

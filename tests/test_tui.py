@@ -17,10 +17,11 @@ from replay_data import CLEAN, STALLS, EntropyScorer, as_resample, svamp_records
 from rich.text import Text
 from textual.pilot import Pilot
 
-from sia_monitor.answers import NUMERIC
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.in_process import Monitor
 from sia_monitor.cli import build_parser
-from sia_monitor.policy import GuardrailPolicy
-from sia_monitor.runner import GenerationSettings, Monitor
+from sia_monitor.guardrail.policy import GuardrailPolicy
+from sia_monitor.tasks.answers import NUMERIC
 from sia_monitor.trajectory import Trajectory, read_trajectories
 from tui.app import SIAMonitorApp, create_app
 from tui.sources import EventSource, LiveSource, ReplaySource

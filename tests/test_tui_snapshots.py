@@ -14,7 +14,7 @@ from pathlib import Path
 from replay_data import ACCEPTS, STALLS, EntropyScorer, svamp_records
 from textual.pilot import Pilot
 
-from sia_monitor.policy import GuardrailPolicy
+from sia_monitor.guardrail.policy import GuardrailPolicy
 from tui.app import SIAMonitorApp, create_app
 from tui.sources import ReplaySource
 

@@ -6,7 +6,7 @@
 - `command`: what `sia-monitor tui` does with its arguments
 
 The app knows nothing about models or files: it gets `MonitorEvent`s from a source and sends it the user's
-keys (stop, resample, pause, guardrail on/off). The guardrail itself is `sia_monitor.policy`, usable without
+keys (stop, resample, pause, guardrail on/off). The guardrail itself is `sia_monitor.guardrail.policy`, usable without
 any UI. Names are imported lazily, so `sia-monitor --help` does not pay for importing Textual.
 """
 

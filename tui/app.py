@@ -28,9 +28,9 @@ from textual.css.query import NoMatches
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
-from sia_monitor.answers import parse_answer
 from sia_monitor.errors import SIAError
-from sia_monitor.prompts import probe_suffix
+from sia_monitor.tasks.answers import parse_answer
+from sia_monitor.tasks.prompts import probe_suffix
 from sia_monitor.trajectory import MonitorEvent, StepRecord, Trajectory, save_trajectories
 
 from .sources import EventSource

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from sia_monitor.errors import SIAError
+from sia_monitor.guardrail.replay import load_replay
 from sia_monitor.options import CalibratorOptions, guardrail_policy, load_monitor, prepare
-from sia_monitor.replay import load_replay
 from sia_monitor.trajectory import check_writable
 
 from .app import answer_of, create_app, default_save_path

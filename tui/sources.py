@@ -1,6 +1,6 @@
 """Where the app's events come from: one protocol, two implementations, so the app never asks which it has.
 
-Both wrap a `sia_monitor.guarded.GuardedRun`, so the guardrail, the user's stop / resample and pausing
+Both wrap a `sia_monitor.guardrail.guarded.GuardedRun`, so the guardrail, the user's stop / resample and pausing
 behave the same on a live model and on a saved file; only the attempt backend differs (`LiveBackend`
 generates, `ReplayBackend` plays records back at their recorded pace times `speed`).
 """
@@ -11,16 +11,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from sia_monitor.answers import AnswerSpace
-from sia_monitor.guarded import GuardedRun
-from sia_monitor.policy import GuardrailPolicy
-from sia_monitor.replay import ReplayBackend, load_replay
+from sia_monitor.guardrail.guarded import GuardedRun
+from sia_monitor.guardrail.policy import GuardrailPolicy
+from sia_monitor.guardrail.replay import ReplayBackend, load_replay
 from sia_monitor.scoring import StepScorer
+from sia_monitor.tasks.answers import AnswerSpace
 from sia_monitor.trajectory import MonitorEvent, Trajectory
 
 if TYPE_CHECKING:
-    from sia_monitor.backend import Backend
-    from sia_monitor.runner import GenerationSettings
+    from sia_monitor.backends.base import Backend, GenerationSettings
 
 
 @runtime_checkable
@@ -96,7 +95,7 @@ class _GuardedSource:
 
 
 class LiveSource(_GuardedSource):
-    """A question generated now by a backend (`sia_monitor.backend.Backend`, e.g. a loaded `Monitor`); with
+    """A question generated now by a backend (`sia_monitor.backends.base.Backend`, e.g. a loaded `Monitor`); with
     P(correct) when the backend has a scorer."""
 
     mode: Literal["live", "replay"] = "live"
@@ -110,7 +109,7 @@ class LiveSource(_GuardedSource):
         policy: GuardrailPolicy | None = None,
         auto: bool = False,
     ) -> None:
-        from sia_monitor.live import LiveBackend
+        from sia_monitor.guardrail.live import LiveBackend
 
         policy = policy or GuardrailPolicy()
         self.backend = LiveBackend(monitor, question, space, settings, policy)

@@ -14,13 +14,12 @@ from dataclasses import replace
 
 import torch
 
-from .answers import NUMERIC, AnswerSpace
-from .guarded import ForcedAnswer, GuardedResult, GuardedRun, PauseGate
-from .policy import GuardrailPolicy
-from .backend import Backend
-from .runner import GenerationSettings
-from .stopping import RowStopper
-from .trajectory import MonitorEvent, Trajectory
+from sia_monitor.backends.base import Backend, GenerationSettings
+from sia_monitor.guardrail.guarded import ForcedAnswer, GuardedResult, GuardedRun, PauseGate
+from sia_monitor.guardrail.policy import GuardrailPolicy
+from sia_monitor.probing.stopping import RowStopper
+from sia_monitor.tasks.answers import NUMERIC, AnswerSpace
+from sia_monitor.trajectory import MonitorEvent, Trajectory
 
 
 class GatedRowStopper(RowStopper):

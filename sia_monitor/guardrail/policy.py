@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from .answers import numbers_in
-from .errors import SIAError
-from .trajectory import MonitorEvent, StepRecord, Trajectory
+from sia_monitor.errors import SIAError
+from sia_monitor.tasks.answers import numbers_in
+from sia_monitor.trajectory import MonitorEvent, StepRecord, Trajectory
 
 Action = Literal["stop", "resample", "accept"]
 ACTIONS: tuple[str, ...] = ("stop", "resample", "accept")

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import SIAError
+from sia_monitor.errors import SIAError
 
 AnswerKind = Literal["numeric", "choice", "candidates"]
 ANSWER_KINDS: tuple[str, ...] = ("numeric", "choice", "candidates")

@@ -21,11 +21,13 @@ import hashlib
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import torch
+from sia_monitor.errors import SIAError
+from sia_monitor.trajectory import HiddenState
 
-from .errors import SIAError
-from .trajectory import HiddenState
+if TYPE_CHECKING:  # torch only where the matrix is built: the spec is parsed with the options, before torch loads
+    import torch
 
 PROJECTION = "sha256-sign-v1"
 
@@ -58,6 +60,8 @@ class HiddenStateSpec:
 def projection_matrix(seed: int, hidden_size: int, dims: int) -> torch.Tensor:
     """(hidden_size, dims) float32, entries +-1/sqrt(dims): bit k of the row-major matrix is bit k of
     SHA-256(f"{seed}:{block}") blocks concatenated (block = k // 256, bits most significant first); 1 -> +."""
+    import torch
+
     total = hidden_size * dims
     stream = b"".join(hashlib.sha256(f"{seed}:{block}".encode()).digest() for block in range(math.ceil(total / 256)))
     bits = torch.frombuffer(bytearray(stream), dtype=torch.uint8)

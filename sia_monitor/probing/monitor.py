@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Cache, LogitsProcessor
 
-from .answers import AnswerDistribution, AnswerSpace, parse_answer
-from .estimators import Estimator, ProbeContext, make_estimator, recent_first
-from .hidden_states import HiddenStateProjector, HiddenStateSpec
-from .probe import ProbeTree, run_probe
-from .prompts import probe_suffix
-from .scoring import Prefix, StepScorer
-from .segmentation import CompletedStep, SegmenterMode, StepSegmenter, TokenText
-from .stopping import RowStopper
-from .trajectory import MonitorEvent, StepRecord, Trajectory
+from sia_monitor.probing.estimators import Estimator, ProbeContext, make_estimator, recent_first
+from sia_monitor.probing.hidden_states import HiddenStateProjector, HiddenStateSpec
+from sia_monitor.probing.probe import ProbeTree, run_probe
+from sia_monitor.probing.segmentation import CompletedStep, SegmenterMode, StepSegmenter, TokenText
+from sia_monitor.probing.stopping import RowStopper
+from sia_monitor.scoring import Prefix, StepScorer
+from sia_monitor.tasks.answers import AnswerDistribution, AnswerSpace, parse_answer
+from sia_monitor.tasks.prompts import probe_suffix
+from sia_monitor.trajectory import MonitorEvent, StepRecord, Trajectory
 
 EventSink = Callable[[MonitorEvent], None]
 _TOP_K_CONFIDENCE = 20

@@ -24,12 +24,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from .answers import parse_answer, same_answer, states_answer
-from .errors import SIAError
-from .guarded import ForcedAnswer, PauseGate
-from .prompts import probe_suffix
-from .scoring import Prefix, StepScorer
-from .trajectory import MonitorEvent, Trajectory, TruncatedTrajectoryWarning, read_trajectory_file
+from sia_monitor.errors import SIAError
+from sia_monitor.guardrail.guarded import ForcedAnswer, PauseGate
+from sia_monitor.scoring import Prefix, StepScorer
+from sia_monitor.tasks.answers import parse_answer, same_answer, states_answer
+from sia_monitor.tasks.prompts import probe_suffix
+from sia_monitor.trajectory import MonitorEvent, Trajectory, TruncatedTrajectoryWarning, read_trajectory_file
 
 _PIECE = re.compile(r"\s*[A-Za-z]+|\s*\d|\s*[^\sA-Za-z\d]|\s+")
 

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .answers import same_answer
-from .policy import Action, Decision, GuardrailPolicy
-from .trajectory import MonitorEvent, StepRecord, Trajectory
+from sia_monitor.guardrail.policy import Action, Decision, GuardrailPolicy
+from sia_monitor.tasks.answers import same_answer
+from sia_monitor.trajectory import MonitorEvent, StepRecord, Trajectory
 
 
 class PauseGate:

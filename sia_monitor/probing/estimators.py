@@ -22,8 +22,8 @@ from typing import Protocol
 
 import torch
 
-from .answers import AnswerDistribution, AnswerSpace, arithmetic_results, numbers_in
-from .probe import ProbeTree
+from sia_monitor.probing.probe import ProbeTree
+from sia_monitor.tasks.answers import AnswerDistribution, AnswerSpace, arithmetic_results, numbers_in
 
 
 @dataclass

@@ -8,6 +8,7 @@ into the repository) from a directory given explicitly, by `SIA_MONITOR_DATA`, o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .answers import NUMERIC, AnswerKind, AnswerSpace, normalize_number, same_answer
-from .errors import SIAError
+from sia_monitor.errors import SIAError
+from sia_monitor.tasks.answers import NUMERIC, AnswerKind, AnswerSpace, normalize_number, same_answer
 
 DATA_ENV = "SIA_MONITOR_DATA"
 
@@ -139,13 +140,41 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
             yield number - 1, f"line {number}", record
 
 
-def load_benchmark(name: str, data_dir: Path | str | None = None, limit: int | None = None) -> list[Item]:
-    """The first `limit` items (all when None) of a benchmark, in file order so runs are reproducible."""
+# The fixed split every calibrator, benchmark and collection agrees on: a question is held out when a stable hash
+# of its group id says so (not a random draw), so the split never depends on file order and never changes when
+# more trajectories are collected. Calibrators are fitted on "train" and judged on "heldout".
+HELDOUT_FRACTION = 0.3
+SPLITS = ("all", "train", "heldout")
+
+
+def item_group(benchmark: str, item_id: str) -> str:
+    """The group id of a benchmark question: all its samples, and every prefix of them, share it."""
+    return f"{benchmark}:{item_id}"
+
+
+def is_heldout(group: str, fraction: float = HELDOUT_FRACTION) -> bool:
+    """Whether a question is in the fixed held-out split (a stable hash of its group id)."""
+    digest = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16)
+    return digest / 0xFFFFFFFF < fraction
+
+
+def in_split(item: Item, split: str) -> bool:
+    if split not in SPLITS:
+        raise SIAError(f"Unknown split {split!r}.", f"Use one of: {', '.join(SPLITS)}.")
+    return split == "all" or is_heldout(item_group(item.benchmark, item.item_id)) == (split == "heldout")
+
+
+def load_benchmark(
+    name: str, data_dir: Path | str | None = None, limit: int | None = None, split: str = "all"
+) -> list[Item]:
+    """The first `limit` items (all when None) of a benchmark's `split`, in file order so runs are reproducible."""
     spec = BENCHMARKS.get(name)
     if spec is None:
         raise SIAError(f"Unknown benchmark {name!r}.", f"Use one of: {', '.join(BENCHMARKS)}.")
     if limit is not None and limit < 0:
         raise SIAError(f"The item limit must be zero or more, not {limit}.")
+    if split not in SPLITS:
+        raise SIAError(f"Unknown split {split!r}.", f"Use one of: {', '.join(SPLITS)}.")
     root = _resolve_data_dir(data_dir)
     path = root / spec.path
     if not path.is_file():
@@ -161,7 +190,9 @@ def load_benchmark(name: str, data_dir: Path | str | None = None, limit: int | N
             detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
             raise SIAError(f"{path} {where}: malformed {name} record ({detail}).",
                            "Restore the file from the source named in its SOURCE.md.") from None
-        items.append(Item(name, item_id, question, space, gold))
+        item = Item(name, item_id, question, space, gold)
+        if in_split(item, split):
+            items.append(item)
         if len(items) == limit:  # stop before reading further, so a bad line past the limit never matters
             break
     return items

@@ -4,7 +4,7 @@ Why a protocol: the guardrail (`live.LiveBackend`, `GuardedRun`), the TUI's live
 the same few things from whatever generates: one generation streamed as `MonitorEvent`s, a batch of
 trajectories, cancelling, stopping one row, forcing the answer line, and the identity (model id, step mode,
 calibrator) the records carry. Depending on this rather than on transformers lets a serving-engine client
-stand in for the in-process `runner.Monitor`, which is the first implementation.
+stand in for the in-process `in_process.Monitor`, which is the first implementation.
 
 Contract, for a new backend:
 - `stream` yields token and step events in order, then exactly one final event; setting `cancel` (or closing
@@ -18,17 +18,44 @@ Contract, for a new backend:
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .answers import AnswerSpace
-from .scoring import StepScorer
-from .trajectory import MonitorEvent, Trajectory
+from sia_monitor.errors import SIAError
+from sia_monitor.scoring import StepScorer
+from sia_monitor.tasks.answers import AnswerSpace
+from sia_monitor.trajectory import MonitorEvent, Trajectory
 
 if TYPE_CHECKING:
-    from .runner import GenerationSettings
-    from .stopping import RowStopper
+    from sia_monitor.probing.stopping import RowStopper
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings recorded with every trajectory (greedy when temperature is 0)."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Checked here so every caller (CLI, library, TUI resamples) is refused alike: transformers would
+        # otherwise run a negative or NaN temperature greedily and say nothing.
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise SIAError(f"--temperature must be 0 (greedy) or a positive number, not {self.temperature}.")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise SIAError(f"top_p must be in (0, 1], not {self.top_p}.")
+        if self.max_new_tokens < 1:
+            raise SIAError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}.")
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        if self.temperature > 0:
+            return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
 @runtime_checkable

@@ -7,57 +7,32 @@ worker thread behind `stream()`.
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
 
-from .answers import NUMERIC, AnswerSpace, parse_answer
-from .errors import SIAError
-from .hidden_states import HiddenStateProjector, HiddenStateSpec
-from .models import DEFAULT_MODEL, LoadedModel, load_model
-from .monitor import EventSink, SIAMonitor
-from .prompts import build_messages, probe_suffix
-from .scoring import StepScorer
-from .segmentation import SegmenterMode
-from .stopping import CancelOnEvent, RowStopper
-from .trajectory import MonitorEvent, Trajectory
-
-
-@dataclass
-class GenerationSettings:
-    """Decoding settings recorded with every trajectory (greedy when temperature is 0)."""
-
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        # Checked here so every caller (CLI, library, TUI resamples) is refused alike: transformers would
-        # otherwise run a negative or NaN temperature greedily and say nothing.
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise SIAError(f"--temperature must be 0 (greedy) or a positive number, not {self.temperature}.")
-        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
-            raise SIAError(f"top_p must be in (0, 1], not {self.top_p}.")
-        if self.max_new_tokens < 1:
-            raise SIAError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}.")
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        if self.temperature > 0:
-            return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
-        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.errors import SIAError
+from sia_monitor.models import DEFAULT_MODEL, LoadedModel, load_model
+from sia_monitor.probing.hidden_states import HiddenStateProjector, HiddenStateSpec
+from sia_monitor.probing.monitor import EventSink, SIAMonitor
+from sia_monitor.probing.segmentation import SegmenterMode
+from sia_monitor.probing.stopping import CancelOnEvent, RowStopper
+from sia_monitor.scoring import StepScorer
+from sia_monitor.tasks.answers import NUMERIC, AnswerSpace, parse_answer
+from sia_monitor.tasks.prompts import build_messages, probe_suffix
+from sia_monitor.trajectory import MonitorEvent, Trajectory
 
 
 class Monitor:
     """A loaded model plus the SIA hook: `generate()` for batches, `stream()` for one live generation.
 
-    The in-process implementation of `backend.Backend`, the interface every consumer depends on.
+    The in-process implementation of `backends.base.Backend`, the interface every consumer depends on.
 
     `scorer`: a fitted calibrator (`calibrators.load_calibrator`) that gives every step its live `p_correct`.
     `hidden_states`: also record each step's projected hidden states (`hidden_states.py`); `collect` does.

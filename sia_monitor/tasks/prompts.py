@@ -9,8 +9,8 @@ space) makes the next token a digit, since Qwen and SmolLM2 write numbers one di
 
 from __future__ import annotations
 
-from .answers import AnswerSpace
-from .errors import SIAError
+from sia_monitor.errors import SIAError
+from sia_monitor.tasks.answers import AnswerSpace
 
 # Never put a placeholder such as "N" or "X" in an instruction: small models copy it verbatim. Never ask for
 # a fixed answer phrase either: measured on 8 SVAMP items with the default model, "finish with a line 'The

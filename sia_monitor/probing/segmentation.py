@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .answers import states_answer
-from .errors import SIAError
+from sia_monitor.errors import SIAError
+from sia_monitor.tasks.answers import states_answer
 
 SegmenterMode = Literal["line", "sentence", "regex"]
 SEGMENTER_MODES: tuple[str, ...] = ("line", "sentence", "regex")
