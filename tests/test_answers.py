@@ -225,3 +225,29 @@ def test_split_inline_choices(question: str, stem: str, labels: str, options: tu
 )
 def test_split_inline_choices_leaves_other_questions_alone(question: str) -> None:
     assert split_inline_choices(question) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("so the answer is \\boxed{\\frac{1}{2}}", "0.5"),
+    ("The answer is \\(\\dfrac{15}{3}\\).", "5"),
+    ("The answer is \\tfrac{3}{4} of the cake", "0.75"),
+    ("The answer is \\frac{1,000}{4}", "250"),
+])
+def test_latex_fractions_are_one_number(text: str, expected: str) -> None:
+    assert parse_answer(text, NUMERIC) == expected
+
+
+def test_answer_key_groups_equal_answers() -> None:
+    """The one normaliser votes group by: equal values, labels and option texts share a key."""
+    from sia_monitor.tasks.answers import answer_key
+
+    same = [["18", "18.0", "18.00"], ["1,000", "1000"], ["1/2", "0.5", "\\frac{1}{2}", "\\dfrac{2}{4}"]]
+    for group in same:
+        assert len({answer_key(a, NUMERIC) for a in group}) == 1, group
+    assert len({answer_key(group[0], NUMERIC) for group in same}) == len(same)
+    space = parse_choices("A) red B) blue C) green")
+    assert {answer_key(a, space) for a in ("b", "B", "(B)", "Blue", " blue ")} == {"B"}
+    assert answer_key("green", space) == "C" != answer_key("A", space)
+    assert answer_key(None, NUMERIC) is None and answer_key("  ", space) is None
+    words = AnswerSpace("candidates", candidates=("Yes", "No"))
+    assert answer_key("yes", words) == answer_key("YES", words) != answer_key("no", words)

@@ -165,6 +165,9 @@ def normalize_number(text: str) -> str | None:
     return f"{value:.6g}" if abs(value) < 1e6 else repr(value)
 
 
+_FRACTION = re.compile(r"\\[dt]?frac\{\s*(-?[\d.,]+)\s*\}\{\s*([\d.,]+)\s*\}")
+
+
 def numbers_in(text: str) -> list[str]:
     """Every number written in `text`, normalised, in order of appearance (duplicates kept)."""
     found = []
@@ -257,6 +260,7 @@ def parse_answer(text: str, space: AnswerSpace) -> str | None:
             numbers = numbers_in(_last_line_with(text, _NUMBER))
             return numbers[-1] if numbers else None
         fragment = re.sub(r"\\(?:text|mathrm)\{[^}]*\}|\\[,!;]", "", fragment)
+        fragment = _FRACTION.sub(r"\1/\2", fragment)  # \frac{1}{2} is the number 1/2, not "1" then "2"
         numbers = numbers_in(fragment)
         return numbers[0] if numbers else None
     if space.kind == "choice":
@@ -283,6 +287,24 @@ def parse_answer(text: str, space: AnswerSpace) -> str | None:
     haystack = (fragment or text).lower()
     hits = [(haystack.rfind(c.lower()), c) for c in space.candidates if c.lower() in haystack]
     return max(hits)[1] if hits else None
+
+
+def answer_key(answer: str | None, space: AnswerSpace) -> str | None:
+    """The one form of an answer that equal answers share, so votes and tallies group them: numbers by value
+    (`18`, `18.0`; `1,000`, `1000`; `1/2`, `0.5`), option labels case-insensitively and an option's text as its
+    label, candidate strings case-insensitively. None for no answer."""
+    if answer is None or not answer.strip():
+        return None
+    text = answer.strip()
+    if space.kind == "numeric":
+        value = normalize_number(_FRACTION.sub(r"\1/\2", text))
+        return value if value is not None else text
+    if space.kind == "choice":
+        for label, option in zip(space.labels, space.options, strict=False):
+            if text.lower() in (label.lower(), f"({label.lower()})", option.strip().lower()):
+                return label.upper()
+        return text.upper()
+    return text.casefold()
 
 
 def states_answer(line: str) -> bool:
