@@ -23,7 +23,7 @@ from sia_monitor.errors import SIAError, SIAWarning
 from sia_monitor.tasks.answers import AnswerDistribution, AnswerSpace
 
 SCHEMA = "sia-monitor/trajectory"
-SCHEMA_VERSION = 2  # 2: steps may carry `hidden` (see HiddenState); version-1 records still read
+SCHEMA_VERSION = 2  # 2: steps may carry `hidden` (HiddenState), token_logprob and token_self_certainty; v1 reads
 READABLE_VERSIONS = (1, 2)
 _DIGITS = 4
 _FLOAT16_MAX = 65504.0
@@ -106,6 +106,10 @@ class Trajectory:
     steps: list[StepRecord] = field(default_factory=list)
     token_entropy: list[float] = field(default_factory=list)  # bits, of the distribution each token came from
     token_confidence: list[float] = field(default_factory=list)  # DeepConf: -mean of the top-20 logprobs
+    # the sampled token's log-probability (natural log, before temperature): CISC weighs votes by their sum
+    token_logprob: list[float] = field(default_factory=list)
+    # self-certainty (Kang et al. 2025): KL(uniform || the token's distribution), nats; its mean ranks samples
+    token_self_certainty: list[float] = field(default_factory=list)
     final_text: str = ""
     parsed_answer: str | None = None
     finish_reason: str = ""  # eos | length | stopped | cancelled; guarded runs: accepted | resampled
@@ -123,6 +127,8 @@ class Trajectory:
         data["answer_space"] = self.answer_space.to_json()
         data["token_entropy"] = [round(x, _DIGITS) for x in self.token_entropy]
         data["token_confidence"] = [round(x, _DIGITS) for x in self.token_confidence]
+        data["token_logprob"] = [round(x, _DIGITS) for x in self.token_logprob]
+        data["token_self_certainty"] = [round(x, _DIGITS) for x in self.token_self_certainty]
         return {"schema": SCHEMA, "version": SCHEMA_VERSION, **data}
 
     @classmethod

@@ -116,6 +116,9 @@ def assert_signal_lengths(trajectory: Trajectory) -> None:
     expected = trajectory.n_tokens + (1 if trajectory.finish_reason == "eos" else 0)
     assert len(trajectory.token_entropy) == expected
     assert len(trajectory.token_confidence) == expected
+    assert len(trajectory.token_logprob) == expected
+    assert len(trajectory.token_self_certainty) == expected
+    assert all(x <= 0 for x in trajectory.token_logprob) and all(x >= -1e-4 for x in trajectory.token_self_certainty)
 
 
 def steps_summary(trajectory: Trajectory) -> list[tuple[int, float, float]]:
@@ -189,6 +192,11 @@ def test_token_signals_match_the_scores_generate_used(smol_batch3: tuple[GreedyR
             expected_entropy = float(-(log_probs.exp() * log_probs).nan_to_num().sum()) / math.log(2)
             assert entropy == pytest.approx(expected_entropy, abs=1e-3)
             assert confidence == pytest.approx(float(-log_probs.topk(20).values.mean()), abs=1e-3)
+            # the drawn token's log-probability (CISC) and the self-certainty (KL from uniform), same scores
+            token = int(monitored.sequences[row, -len(monitored.scores) + i])
+            assert trajectory.token_logprob[i] == pytest.approx(float(log_probs[token]), abs=1e-3)
+            uniform_kl = float(-log_probs.mean()) - math.log(log_probs.shape[-1])
+            assert trajectory.token_self_certainty[i] == pytest.approx(uniform_kl, abs=1e-3)
 
 
 def test_whole_batch_probe_of_several_rows(smol: Monitor) -> None:

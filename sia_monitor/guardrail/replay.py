@@ -122,6 +122,8 @@ def truncate(trajectory: Trajectory, tokens: int, steps: int, text: str, reason:
         steps=list(trajectory.steps[:steps]),
         token_entropy=trajectory.token_entropy[:tokens],
         token_confidence=trajectory.token_confidence[:tokens],
+        token_logprob=trajectory.token_logprob[:tokens],
+        token_self_certainty=trajectory.token_self_certainty[:tokens],
         final_text=text,
         parsed_answer=parsed,
         finish_reason=reason,

@@ -48,6 +48,8 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     token_entropy: list[float] = field(default_factory=list)
     token_confidence: list[float] = field(default_factory=list)
+    token_logprob: list[float] = field(default_factory=list)
+    token_self_certainty: list[float] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     context: ProbeContext = field(default_factory=ProbeContext)
     answered: bool = False  # the final-answer line was written: no more probes
@@ -110,6 +112,7 @@ class SIAMonitor(LogitsProcessor):
         self._generation: dict[str, object] = {}
         self.probe_calls = 0
         self.probe_seconds = 0.0
+        self._last_log_probs: torch.Tensor | None = None  # the distribution each row's next token is drawn from
         StepSegmenter(segmenter, step_regex)  # validate the mode and pattern now, not mid-generation
 
     def _eos_ids(self) -> set[int]:
@@ -153,6 +156,7 @@ class SIAMonitor(LogitsProcessor):
         self._seen_len = self._prompt_len - 1  # the first call sees the bare prompt
         self._started = time.perf_counter()
         self._generation = dict(generation or {})
+        self._last_log_probs = None
 
     def _infer_begin(self, input_ids: torch.Tensor) -> None:
         pad = getattr(self.tokenizer, "pad_token_id", None)
@@ -191,6 +195,8 @@ class SIAMonitor(LogitsProcessor):
         return row.stopped
 
     def _feed(self, index: int, row: _Row, token: int) -> CompletedStep | None:
+        if self._last_log_probs is not None:
+            row.token_logprob.append(float(self._last_log_probs[index, token]))
         if token in self._eos:
             row.done = True
             return None
@@ -218,10 +224,13 @@ class SIAMonitor(LogitsProcessor):
         log_probs = scores.float().log_softmax(-1)
         entropy = -(log_probs.exp() * log_probs).nan_to_num().sum(-1) / math.log(2)
         confidence = -log_probs.topk(_TOP_K_CONFIDENCE, dim=-1).values.mean(-1)
+        self_certainty = -log_probs.clamp(min=-1e4).mean(-1) - math.log(log_probs.shape[-1])
+        self._last_log_probs = log_probs  # the next call reads the drawn token's log-probability from it
         for index, row in enumerate(self.rows):
             if not (row.done or row.stopped):
                 row.token_entropy.append(float(entropy[index]))
                 row.token_confidence.append(float(confidence[index]))
+                row.token_self_certainty.append(float(self_certainty[index]))
 
     def _suffix(self, space: AnswerSpace, at_line_start: bool) -> list[int]:
         key = (space.kind, at_line_start)
@@ -315,6 +324,8 @@ class SIAMonitor(LogitsProcessor):
             steps=row.steps,
             token_entropy=row.token_entropy[: len(row.tokens) + int(row.done)],
             token_confidence=row.token_confidence[: len(row.tokens) + int(row.done)],
+            token_logprob=row.token_logprob[: len(row.tokens) + int(row.done)],
+            token_self_certainty=row.token_self_certainty[: len(row.tokens) + int(row.done)],
             final_text=final_text,
             parsed_answer=parse_answer(final_text, row.space) if states else None,
             finish_reason=reason,
