@@ -10,13 +10,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
 
 from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.decode import decode
 from sia_monitor.errors import SIAError
 from sia_monitor.models import DEFAULT_MODEL, LoadedModel, load_model
 from sia_monitor.probing.hidden_states import HiddenStateProjector, HiddenStateSpec
@@ -118,16 +119,14 @@ class Monitor:
                   "dtype": str(self.model.dtype).removeprefix("torch.")}
         monitor.begin(encoding["attention_mask"], generation=record)
         torch.manual_seed(settings.seed)
-        with torch.inference_mode():
-            sequences = self.model.generate(
-                **encoding,
-                cache=cache,
-                max_new_tokens=max_new,
-                logits_processor=LogitsProcessorList([monitor]),
-                stopping_criteria=StoppingCriteriaList([CancelOnEvent(cancel), row_stopper]),
-                pad_token_id=self.tokenizer.pad_token_id,
-                **settings.generate_kwargs(),
-            )
+        # our loop, not model.generate: a row that ends (EOS, stopped, killed) leaves the batch and frees its compute
+        sequences = decode(
+            self.model, encoding["input_ids"], encoding["attention_mask"], cache,
+            replace(settings, max_new_tokens=max_new), self.tokenizer.pad_token_id, monitor.eos_token_ids,
+            processors=LogitsProcessorList([monitor]),
+            stopping=StoppingCriteriaList([CancelOnEvent(cancel), row_stopper]),
+            on_rows_changed=monitor.set_cache_rows,
+        )
         reasons = []
         for index in range(len(questions)):
             if index in row_stopper.stopped:

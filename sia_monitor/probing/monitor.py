@@ -101,7 +101,7 @@ class SIAMonitor(LogitsProcessor):
         self.projector = HiddenStateProjector.for_model(hidden_states, model) if hidden_states else None
         self.model_id = model_id or getattr(getattr(model, "config", None), "name_or_path", "")
         self.text = TokenText(tokenizer)
-        self._eos = self._eos_ids()
+        self.eos_token_ids = self._eos_ids()  # the tokens that end a row (the model's and the tokenizer's)
         self._suffix_tokens: dict[tuple[str, bool], list[int]] = {}
         self._estimators: dict[AnswerSpace, Estimator] = {}
         self.rows: list[_Row] = []
@@ -113,6 +113,7 @@ class SIAMonitor(LogitsProcessor):
         self.probe_calls = 0
         self.probe_seconds = 0.0
         self._last_log_probs: torch.Tensor | None = None  # the distribution each row's next token is drawn from
+        self.cache_rows: list[int] | None = None  # batch row of each cache row, once finished rows left it
         StepSegmenter(segmenter, step_regex)  # validate the mode and pattern now, not mid-generation
 
     def _eos_ids(self) -> set[int]:
@@ -157,6 +158,12 @@ class SIAMonitor(LogitsProcessor):
         self._started = time.perf_counter()
         self._generation = dict(generation or {})
         self._last_log_probs = None
+        self.cache_rows = None
+
+    def set_cache_rows(self, rows: list[int]) -> None:
+        """The decoding loop dropped finished rows from the cache: `rows` are the batch rows it still holds, in
+        cache order (`backends.decode`). Probes then address those cache rows; everything else is unchanged."""
+        self.cache_rows = list(rows)
 
     def _infer_begin(self, input_ids: torch.Tensor) -> None:
         pad = getattr(self.tokenizer, "pad_token_id", None)
@@ -197,7 +204,7 @@ class SIAMonitor(LogitsProcessor):
     def _feed(self, index: int, row: _Row, token: int) -> CompletedStep | None:
         if self._last_log_probs is not None:
             row.token_logprob.append(float(self._last_log_probs[index, token]))
-        if token in self._eos:
+        if token in self.eos_token_ids:
             row.done = True
             return None
         row.tokens.append(token)
@@ -254,15 +261,20 @@ class SIAMonitor(LogitsProcessor):
         ).to(self.prompt_mask.device)
         pad = getattr(self.tokenizer, "pad_token_id", None) or 0
         layers = self.projector.layers if self.projector else ()
-        result = run_probe(self.model, self.cache, prefix_mask, trees, pad, hidden_layers=layers)
+        at = {row: row for row in trees}  # cache row of each probed batch row
+        if self.cache_rows is not None:
+            at = {row: self.cache_rows.index(row) for row in trees}
+            prefix_mask = prefix_mask[self.cache_rows]
+        result = run_probe(self.model, self.cache, prefix_mask, {at[r]: tree for r, tree in trees.items()}, pad,
+                           hidden_layers=layers)
         self.probe_calls += 1
         for index, step in closed.items():
             row = self.rows[index]
-            dist: AnswerDistribution = row.estimator.read(plans[index], result.log_probs[index])
+            dist: AnswerDistribution = row.estimator.read(plans[index], result.log_probs[at[index]])
             row.context.previous = dist
             record = StepRecord.from_distribution(len(row.steps), step.token_start, step.token_end, step.text, dist)
             if self.projector is not None:
-                record.hidden = self.projector.project(result.hidden[index])
+                record.hidden = self.projector.project(result.hidden[at[index]])
             row.steps.append(record)
             if self.scorer is not None:
                 record.p_correct = round(self.scorer.p_correct(self._prefix(row)), 4)

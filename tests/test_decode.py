@@ -1,0 +1,131 @@
+"""The decoding loop that frees finished rows: `generate`'s tokens where the forward passes are `generate`'s,
+finished rows really leave the batch (counted at the model's input), and the monitor still never changes a
+token. Exact comparisons run in one process on one machine; across machines only the properties hold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
+
+from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.decode import decode
+from sia_monitor.backends.in_process import Monitor
+from sia_monitor.probing.monitor import SIAMonitor
+from sia_monitor.probing.stopping import RowStopper
+from sia_monitor.tasks.answers import NUMERIC
+
+QUESTIONS = [
+    "What is 2+3?",
+    "Tom has 12 apples and gives away 5, then buys 7 more. How many apples does he have now?",
+    "A train travels 60 km per hour for 3 hours. How far does it go?",
+]
+
+
+def eos_ids(monitor: Monitor) -> list[int]:
+    config = monitor.model.generation_config.eos_token_id
+    return [monitor.tokenizer.eos_token_id, *([config] if isinstance(config, int) else list(config or []))]
+
+
+def batch_sizes(model: torch.nn.Module) -> tuple[list[int], Any]:
+    """Record the batch size of every forward the model runs."""
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _, args, kwargs: sizes.append(kwargs["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    return sizes, handle
+
+
+def run_decode(smol: Monitor, questions: list[str], max_new: int, monitor: SIAMonitor | None = None,
+               **kwargs: Any) -> tuple[torch.Tensor, list[list[int]]]:
+    encoding, _ = smol.encode(questions, [NUMERIC] * len(questions), max_new)
+    cache = monitor.cache if monitor is not None else DynamicCache(config=smol.model.config)
+    if monitor is not None:
+        monitor.begin(encoding["attention_mask"])
+    changes: list[list[int]] = []
+
+    def changed(rows: list[int]) -> None:
+        changes.append(rows)
+        if monitor is not None:
+            monitor.set_cache_rows(rows)
+
+    out = decode(smol.model, encoding["input_ids"], encoding["attention_mask"], cache,
+                 GenerationSettings(max_new_tokens=max_new), smol.tokenizer.pad_token_id, eos_ids(smol),
+                 processors=LogitsProcessorList([monitor] if monitor is not None else []),
+                 on_rows_changed=changed, **kwargs)
+    return out, changes
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_greedy_tokens_are_generates(smol: Monitor, count: int) -> None:
+    """Same process, same machine: bit-identical to `model.generate` (SmolLM2, bf16, left-padded batch of 3)."""
+    questions = QUESTIONS[1:2] if count == 1 else QUESTIONS
+    encoding, _ = smol.encode(questions, [NUMERIC] * count, 100)
+    reference = smol.model.generate(**encoding, cache=DynamicCache(config=smol.model.config), max_new_tokens=100,
+                                    do_sample=False, temperature=None, top_p=None, top_k=None,
+                                    pad_token_id=smol.tokenizer.pad_token_id)
+    out, _ = run_decode(smol, questions, 100)
+    assert out.shape == reference.shape and torch.equal(out, reference)
+
+
+def test_finished_rows_leave_the_batch(smol: Monitor) -> None:
+    """A row that ends (on SmolLM2 one of the three does, well within 100 tokens) leaves the batch: from then on
+    the model runs on the rows left, and the ended row is padded after its EOS, as `generate` pads it."""
+    sizes, handle = batch_sizes(smol.model)
+    try:
+        out, changes = run_decode(smol, QUESTIONS, 100)
+    finally:
+        handle.remove()
+    assert changes and len(changes[0]) == 2
+    (ended_row,) = {0, 1, 2} - set(changes[0])
+    assert sizes[0] == 3 and sizes[-1] < 3 and sizes == sorted(sizes, reverse=True)
+    prompt = smol.encode(QUESTIONS, [NUMERIC] * 3, 100)[0]["input_ids"].shape[1]
+    assert len(sizes) == out.shape[1] - prompt  # the prefill, then one forward per token but the last
+    ended = (out[ended_row, prompt:] == smol.tokenizer.eos_token_id).nonzero()
+    assert ended.numel() and bool((out[ended_row, prompt + int(ended[0]) + 1:] == smol.tokenizer.pad_token_id).all())
+
+
+def test_a_stopped_row_stops_costing_compute(smol: Monitor) -> None:
+    """What a vote's kill needs: a row handed to the RowStopper leaves the batch at the next token."""
+    stopper = RowStopper()
+    stopper.stop(1)
+    sizes, handle = batch_sizes(smol.model)
+    try:
+        out, changes = run_decode(smol, QUESTIONS, 40, stopping=StoppingCriteriaList([stopper]))
+    finally:
+        handle.remove()
+    assert changes[0] == [0, 2] and sizes[:2] == [3, 2]
+    assert bool((out[1, -39:] == smol.tokenizer.pad_token_id).all())
+
+
+def test_the_monitor_changes_no_token_while_rows_leave(smol: Monitor) -> None:
+    """Probing addresses the cache rows that remain after others left; tokens equal the loop without it."""
+    plain, _ = run_decode(smol, QUESTIONS, 140)
+    cache = DynamicCache(config=smol.model.config)
+    monitor = SIAMonitor(smol.model, smol.tokenizer, cache, NUMERIC, QUESTIONS)
+    monitored, changes = run_decode(smol, QUESTIONS, 140, monitor=monitor)
+    assert changes and torch.equal(plain, monitored)
+    trajectories = monitor.finish(monitored)
+    (ended_row,) = {0, 1, 2} - set(changes[0])
+    first_end = trajectories[ended_row].n_tokens
+    late = [s for t in trajectories for s in t.steps if s.token_end > first_end + 1]
+    assert late, "some probes ran after a row had left the batch"
+
+
+def test_monitor_generate_frees_rows_and_keeps_its_records(smol: Monitor) -> None:
+    sizes, handle = batch_sizes(smol.model)
+    try:
+        trajectories = smol.generate(QUESTIONS, NUMERIC, GenerationSettings(max_new_tokens=100))
+    finally:
+        handle.remove()
+    assert min(sizes) < 3
+    assert "eos" in {t.finish_reason for t in trajectories} and all(t.steps for t in trajectories)
+
+
+def test_sampling_is_reproducible_with_a_seed(smol: Monitor) -> None:
+    settings = GenerationSettings(max_new_tokens=40, temperature=0.8, seed=3)
+    first = [t.final_text for t in smol.generate(QUESTIONS[:2], NUMERIC, settings)]
+    again = [t.final_text for t in smol.generate(QUESTIONS[:2], NUMERIC, settings)]
+    other = [t.final_text for t in smol.generate(QUESTIONS[:2], NUMERIC, GenerationSettings(40, 0.8, seed=4))]
+    assert first == again and first != other
