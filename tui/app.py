@@ -401,7 +401,8 @@ class SIAMonitorApp(App[int]):
             self.notify(str(exc), title="export failed", severity="error")
             return
         self.exported.append(path)
-        self._note("info", f"exported {len(records)} trajectories to {path}")
+        count = f"{len(records)} trajector{'y' if len(records) == 1 else 'ies'}"
+        self._note("info", f"exported {count} to {path}")
         self.notify(f"exported to {path}", title="export")
 
     async def action_quit(self) -> None:
