@@ -37,10 +37,10 @@ def batch_sizes(model: torch.nn.Module) -> tuple[list[int], Any]:
     return sizes, handle
 
 
-def run_decode(smol: Monitor, questions: list[str], max_new: int, monitor: SIAMonitor | None = None,
+def run_decode(loaded: Monitor, questions: list[str], max_new: int, monitor: SIAMonitor | None = None,
                **kwargs: Any) -> tuple[torch.Tensor, list[list[int]]]:
-    encoding, _ = smol.encode(questions, [NUMERIC] * len(questions), max_new)
-    cache = monitor.cache if monitor is not None else DynamicCache(config=smol.model.config)
+    encoding, _ = loaded.encode(questions, [NUMERIC] * len(questions), max_new)
+    cache = monitor.cache if monitor is not None else DynamicCache(config=loaded.model.config)
     if monitor is not None:
         monitor.begin(encoding["attention_mask"])
     changes: list[list[int]] = []
@@ -50,8 +50,8 @@ def run_decode(smol: Monitor, questions: list[str], max_new: int, monitor: SIAMo
         if monitor is not None:
             monitor.set_cache_rows(rows)
 
-    out = decode(smol.model, encoding["input_ids"], encoding["attention_mask"], cache,
-                 GenerationSettings(max_new_tokens=max_new), smol.tokenizer.pad_token_id, eos_ids(smol),
+    out = decode(loaded.model, encoding["input_ids"], encoding["attention_mask"], cache,
+                 GenerationSettings(max_new_tokens=max_new), loaded.tokenizer.pad_token_id, eos_ids(loaded),
                  processors=LogitsProcessorList([monitor] if monitor is not None else []),
                  on_rows_changed=changed, **kwargs)
     return out, changes
@@ -67,6 +67,16 @@ def test_greedy_tokens_are_generates(smol: Monitor, count: int) -> None:
                                     pad_token_id=smol.tokenizer.pad_token_id)
     out, _ = run_decode(smol, questions, 100)
     assert out.shape == reference.shape and torch.equal(out, reference)
+
+
+@pytest.mark.default_model
+def test_default_model_greedy_tokens_are_generates(qwen: Monitor) -> None:
+    encoding, _ = qwen.encode(QUESTIONS[:1], [NUMERIC], 48)
+    reference = qwen.model.generate(**encoding, cache=DynamicCache(config=qwen.model.config), max_new_tokens=48,
+                                    do_sample=False, temperature=None, top_p=None, top_k=None,
+                                    pad_token_id=qwen.tokenizer.pad_token_id)
+    out, _ = run_decode(qwen, QUESTIONS[:1], 48)
+    assert torch.equal(out, reference)
 
 
 def test_finished_rows_leave_the_batch(smol: Monitor) -> None:

@@ -14,6 +14,8 @@ last position, processors, then temperature / top-p warping and multinomial samp
 are cumsum(attention mask) - 1. At batch 1, and in any batch until a row leaves it, the forward passes are
 `generate`'s, so greedy tokens are identical (tests/test_decode.py checks it). After a row leaves, the others
 run at a smaller batch size, whose bf16 kernels may round differently: the same as any change of batch size.
+Decoding is exactly `GenerationSettings` (greedy, or temperature and top-p with no top-k): processors a
+model's own generation_config would add in `generate` (a repetition penalty, a default top-k) are not applied.
 """
 
 from __future__ import annotations
