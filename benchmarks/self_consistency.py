@@ -279,7 +279,18 @@ def main() -> None:
            "machine": cpu_name(), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    console.print(f"[dim]wrote {args.out}[/]")
+    markdown = args.out.with_suffix(".md")
+    lines = [f"{len(questions)} held-out questions ({', '.join(benchmarks)}) x {n} samples, {args.orders} orders; "
+             f"ours replayed {args.width} samples at a time; CISC T = {temperature:g} ("
+             + (f"chosen on {len(dev)} dev questions)." if dev else "the default: no dev questions collected yet)."), "", "| method | accuracy | tokens / question | tokens vs majority@16 | accuracy - "
+             "majority@16 (95% CI) |", "|---|---|---|---|---|"]
+    for row in rows:
+        low, high = row["difference_ci"]
+        gap = row["accuracy"] - statistics.fmean(reference["accuracy"])
+        lines.append(f"| {row['method']} | {row['accuracy']:.3f} | {row['tokens']:.0f} | {row['tokens_ratio']:.2f} | "
+                     f"{gap:+.3f} ({low:+.3f}, {high:+.3f}) |")
+    markdown.write_text("\n".join(lines) + "\n")
+    console.print(f"[dim]wrote {args.out} and {markdown}[/]")
 
 
 if __name__ == "__main__":
