@@ -44,7 +44,7 @@ from rich.table import Table
 from calibrators import calibrator_for
 from calibrators.features import lowest_window_mean
 from sia_monitor.guardrail.replay import score_steps
-from sia_monitor.guardrail.vote import VotePolicy, leader_probability, simulate
+from sia_monitor.guardrail.vote import VotePolicy, leader_probability, majority_answer, simulate
 from sia_monitor.machine import cpu_name
 from sia_monitor.tasks.answers import AnswerSpace, answer_key, same_answer
 from sia_monitor.trajectory import Trajectory, read_trajectories
@@ -58,19 +58,25 @@ DEV = [DATA / "svamp-train-t0.7.jsonl.gz"]
 Method = Callable[[Sequence[Trajectory], AnswerSpace], tuple[str | None, int]]
 
 
-def weighted_answer(samples: Sequence[Trajectory], weights: Sequence[float], space: AnswerSpace) -> str | None:
+def weighted_totals(samples: Sequence[Trajectory], weights: Sequence[float], space: AnswerSpace) -> dict[str, float]:
+    """Weight per answer (grouped by `answer_key`), in the order the answers were first reached."""
     totals: dict[str, float] = defaultdict(float)
     for trajectory, weight in zip(samples, weights, strict=True):
         key = answer_key(trajectory.parsed_answer, space)
         if key is not None:
             totals[key] += weight
+    return totals
+
+
+def weighted_answer(samples: Sequence[Trajectory], weights: Sequence[float], space: AnswerSpace) -> str | None:
+    totals = weighted_totals(samples, weights, space)
     return max(totals, key=lambda a: totals[a]) if totals else None
 
 
 def majority(k: int) -> Method:
     def method(samples: Sequence[Trajectory], space: AnswerSpace) -> tuple[str | None, int]:
         chosen = samples[:k]
-        return weighted_answer(chosen, [1.0] * len(chosen), space), sum(t.n_tokens for t in chosen)
+        return majority_answer(chosen, space), sum(t.n_tokens for t in chosen)
     return method
 
 
@@ -83,7 +89,7 @@ def esc(window: int) -> Method:
             keys = {answer_key(t.parsed_answer, space) for t in block}
             if len(keys) == 1 and None not in keys:
                 break
-        return weighted_answer(drawn, [1.0] * len(drawn), space), sum(t.n_tokens for t in drawn)
+        return majority_answer(drawn, space), sum(t.n_tokens for t in drawn)
     return method
 
 
@@ -155,11 +161,7 @@ def deepconf(keep_top: float, window: int, warmup: int, consensus: float = 0.95)
 
 
 def _share_of_leader(samples: Sequence[Trajectory], weights: Sequence[float], space: AnswerSpace) -> float:
-    totals: dict[str, float] = defaultdict(float)
-    for trajectory, weight in zip(samples, weights, strict=True):
-        key = answer_key(trajectory.parsed_answer, space)
-        if key is not None:
-            totals[key] += weight
+    totals = weighted_totals(samples, weights, space)
     total = sum(totals.values())
     return max(totals.values()) / total if total > 0 else 0.0
 
@@ -188,7 +190,7 @@ def load_questions(paths: Sequence[Path], samples: int) -> dict[str, list[Trajec
         key = (first.model_id, first.answer_space.kind)
         if key not in scorers:
             scorers[key] = calibrator_for(first.model_id, first.answer_space)
-        complete[question] = [score_steps(replace(t), scorers[key]) for t in trajectories[:samples]]  # type: ignore[arg-type]
+        complete[question] = [score_steps(t, scorers[key]) for t in trajectories[:samples]]  # type: ignore[arg-type]
     return complete
 
 

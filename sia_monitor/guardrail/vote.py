@@ -19,7 +19,6 @@ samples (`simulate`) make the same decisions from the same records. Answers are 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -154,10 +153,9 @@ def simulate(samples: Sequence[Trajectory], policy: VotePolicy, space: AnswerSpa
     """
     if width < 1:
         raise SIAError("width must be at least 1.")
-    queue = list(enumerate(samples[: policy.samples]))
-    # per sample: tokens at which it leaves its lane, and how
+    # per sample: the tokens after which it leaves its lane, and how
     plans = []
-    for index, trajectory in queue:
+    for index, trajectory in enumerate(samples[: policy.samples]):
         killed = policy.kill_at(trajectory)
         if killed is not None:
             plans.append((index, trajectory, trajectory.steps[killed - 1].tokens_so_far, "killed", killed))
@@ -193,9 +191,3 @@ def majority_answer(samples: Sequence[Trajectory], space: AnswerSpace) -> str | 
         if key is not None:
             counts[key] = counts.get(key, 0) + 1
     return max(counts, key=lambda a: counts[a]) if counts else None
-
-
-def entropy_bits(weights: dict[str, float]) -> float:
-    """How split the vote is (0 = unanimous), for displays."""
-    total = sum(weights.values())
-    return -sum(w / total * math.log2(w / total) for w in weights.values() if w > 0) if total > 0 else 0.0

@@ -136,8 +136,9 @@ def run_probe(
     log_probs = output.logits.float().log_softmax(-1)
     result = ProbeResult({row: log_probs[i, : len(trees[row])] for i, row in enumerate(rows)})
     if hidden_layers:
-        chosen = torch.stack([output.hidden_states[layer] for layer in hidden_layers], dim=1)  # (rows, L, width, d)
-        for i, row in enumerate(rows):
-            anchor = trees[row].anchor % len(trees[row])
-            result.hidden[row] = chosen[i, :, anchor].float()
+        anchors = torch.tensor([trees[row].anchor % len(trees[row]) for row in rows], device=device)
+        picked = torch.arange(len(rows), device=device)
+        chosen = torch.stack([output.hidden_states[layer][picked, anchors] for layer in hidden_layers], dim=1)
+        for i, row in enumerate(rows):  # chosen: (rows, layers, hidden size)
+            result.hidden[row] = chosen[i].float()
     return result
