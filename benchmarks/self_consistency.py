@@ -166,9 +166,53 @@ def _share_of_leader(samples: Sequence[Trajectory], weights: Sequence[float], sp
     return max(totals.values()) / total if total > 0 else 0.0
 
 
-def ours(policy: VotePolicy, width: int) -> Method:
+def parallel_probe(checkpoint: int = 32, stable: int = 2, warmup: int = 2, prune_after: int = 2) -> Method:
+    """Parallel-Probe-style (arXiv 2602.03845) on our step probes: all samples run in parallel; every
+    `checkpoint` tokens each running sample's current answer is its latest probe's top answer (a finished
+    one's, its final answer). Consensus stop: the same leading answer, with a strict majority, at `stable`
+    checkpoints in a row. Deviation pruning: after `warmup` checkpoints, a sample whose answer differs from
+    the leader's at `prune_after` checkpoints in a row is stopped. The vote is over the current answers."""
     def method(samples: Sequence[Trajectory], space: AnswerSpace) -> tuple[str | None, int]:
-        result = simulate(samples, policy, space, width)
+        ends = [t.n_tokens for t in samples]
+        pruned: dict[int, int] = {}  # sample -> tokens when pruned
+        deviating = [0] * len(samples)
+        leaders: list[str | None] = []
+        tick = 0
+        while True:
+            tick += checkpoint
+            current: dict[int, str | None] = {}
+            for i, t in enumerate(samples):
+                if i in pruned:
+                    continue
+                if tick >= ends[i]:
+                    current[i] = answer_key(t.parsed_answer, space)
+                else:
+                    seen = [s for s in t.steps if s.tokens_so_far <= tick and s.top]
+                    current[i] = answer_key(seen[-1].top[0][0], space) if seen else None
+            counts: dict[str, int] = defaultdict(int)
+            for answer in current.values():
+                if answer is not None:
+                    counts[answer] += 1
+            leader = max(counts, key=lambda a: counts[a]) if counts else None
+            leaders.append(leader)
+            all_done = all(tick >= ends[i] for i in current)
+            agreed = (leader is not None and len(leaders) >= stable and len(set(leaders[-stable:])) == 1
+                      and counts[leader] * 2 > len(current))
+            if agreed or all_done:
+                tokens = sum(min(tick, ends[i]) for i in current) + sum(pruned.values())
+                return leader, tokens
+            if len(leaders) > warmup and leader is not None:
+                for i, answer in current.items():
+                    if tick < ends[i]:
+                        deviating[i] = deviating[i] + 1 if answer != leader else 0
+                        if deviating[i] >= prune_after:
+                            pruned[i] = tick
+    return method
+
+
+def ours(policy: VotePolicy) -> Method:
+    def method(samples: Sequence[Trajectory], space: AnswerSpace) -> tuple[str | None, int]:
+        result = simulate(samples, policy, space)
         return result.answer, result.tokens
     return method
 
@@ -226,6 +270,18 @@ def choose_cisc_temperature(dev: dict[str, list[Trajectory]], k: int, orders: in
     return max(grid, key=lambda t: (scores[t], t))
 
 
+def choose_parallel_probe(dev: dict[str, list[Trajectory]], orders: int) -> tuple[int, int]:
+    """Checkpoint interval and consensus length, by dev accuracy (ties: the fewer tokens)."""
+    grid = [(c, k) for c in (32, 64) for k in (2, 4, 8)]
+    if not dev:
+        return 32, 4
+    scored = {}
+    for c, k in grid:
+        result = evaluate(parallel_probe(c, k), dev, orders)
+        scored[(c, k)] = (statistics.fmean(result["accuracy"]), -statistics.fmean(result["tokens"]))
+    return max(grid, key=lambda g: scored[g])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", type=Path, default=HELDOUT, help="held-out sample files")
@@ -233,7 +289,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16, help="samples per question (default 16)")
     parser.add_argument("--dev-samples", type=int, default=8, help="samples per dev question (default 8)")
     parser.add_argument("--orders", type=int, default=20, help="random orders per question (default 20)")
-    parser.add_argument("--width", type=int, default=4, help="samples generated at once by ours (default 4)")
+    parser.add_argument("--width", type=int, default=VotePolicy.width,
+                        help=f"samples generated at once by ours (default {VotePolicy.width}, the live vote's)")
     parser.add_argument("--esc-window", type=int, default=4)
     parser.add_argument("--deepconf-window", type=int, default=64, help="DeepConf group size in tokens (default 64)")
     parser.add_argument("--deepconf-warmup", type=int, default=4, help="DeepConf warm-up traces (default 4)")
@@ -253,27 +310,33 @@ def main() -> None:
     methods[f"self-certainty Borda@{n}"] = self_certainty_borda(n)
     for label, keep in (("low", 0.1), ("high", 0.9)):
         methods[f"DeepConf-{label} online"] = deepconf(keep, args.deepconf_window, args.deepconf_warmup)
-    base = VotePolicy(samples=n)
-    methods["ours"] = ours(base, args.width)
-    methods["ours, no kill"] = ours(replace(base, kill=None), args.width)
-    methods["ours, no weights"] = ours(replace(base, weighted=False), args.width)
-    methods["ours, no adaptive stop"] = ours(replace(base, adaptive_stop=False), args.width)
+    checkpoint, stable = choose_parallel_probe(dev, args.orders)
+    methods[f"Parallel-Probe-style (every {checkpoint} tokens, {stable} stable)"] = parallel_probe(checkpoint, stable)
+    base = VotePolicy(samples=n, width=args.width)
+    methods["ours"] = ours(base)
+    methods["ours, no kill"] = ours(replace(base, kill=None))
+    methods["ours, no weights"] = ours(replace(base, weighted=False))
+    methods["ours, no adaptive stop"] = ours(replace(base, adaptive_stop=False))
 
     results = {name: evaluate(method, questions, args.orders) for name, method in methods.items()}
     reference = results[f"majority@{n}"]
     reference_tokens = statistics.fmean(reference["tokens"])
     table = Table(title=f"{len(questions)} held-out questions x {n} samples, {args.orders} orders")
-    for column in ("method", "accuracy", "tokens / question", "tokens vs maj@16", "acc. - maj@16 (95% CI)"):
+    for column in ("method", "accuracy", "tokens / question", "tokens vs maj@16", "acc. - maj@16 (95% CI)",
+                   "wins / losses"):
         table.add_column(column)
     rows = []
     for name, result in results.items():
         accuracy, tokens = statistics.fmean(result["accuracy"]), statistics.fmean(result["tokens"])
         low, high = bootstrap_difference(result["accuracy"], reference["accuracy"])
+        pairs = list(zip(result["accuracy"], reference["accuracy"], strict=True))
+        wins, losses = sum(a > b + 1e-9 for a, b in pairs), sum(a < b - 1e-9 for a, b in pairs)
         rows.append({"method": name, "accuracy": round(accuracy, 4), "tokens": round(tokens, 1),
                      "tokens_ratio": round(tokens / reference_tokens, 3),
-                     "difference_ci": [round(low, 4), round(high, 4)]})
+                     "difference_ci": [round(low, 4), round(high, 4)], "wins": wins, "losses": losses})
         table.add_row(name, f"{accuracy:.3f}", f"{tokens:.0f}", f"{tokens / reference_tokens:.2f}",
-                      f"{accuracy - statistics.fmean(reference['accuracy']):+.3f} ({low:+.3f}, {high:+.3f})")
+                      f"{accuracy - statistics.fmean(reference['accuracy']):+.3f} ({low:+.3f}, {high:+.3f})",
+                      f"{wins} / {losses}")
     console.print(table)
     benchmarks = sorted({q.split(":")[0] for q in questions})
     out = {"questions": len(questions), "benchmarks": benchmarks, "samples": n, "orders": args.orders,
@@ -285,14 +348,45 @@ def main() -> None:
     lines = [f"{len(questions)} held-out questions ({', '.join(benchmarks)}) x {n} samples, {args.orders} orders; "
              f"ours replayed {args.width} samples at a time; CISC T = {temperature:g} ("
              + (f"chosen on {len(dev)} dev questions)." if dev else "the default: no dev questions collected yet)."), "", "| method | accuracy | tokens / question | tokens vs majority@16 | accuracy - "
-             "majority@16 (95% CI) |", "|---|---|---|---|---|"]
+             "majority@16 (95% CI) | questions won / lost vs majority@16 |", "|---|---|---|---|---|---|"]
     for row in rows:
         low, high = row["difference_ci"]
         gap = row["accuracy"] - statistics.fmean(reference["accuracy"])
         lines.append(f"| {row['method']} | {row['accuracy']:.3f} | {row['tokens']:.0f} | {row['tokens_ratio']:.2f} | "
-                     f"{gap:+.3f} ({low:+.3f}, {high:+.3f}) |")
+                     f"{gap:+.3f} ({low:+.3f}, {high:+.3f}) | {row['wins']} / {row['losses']} |")
     markdown.write_text("\n".join(lines) + "\n")
-    console.print(f"[dim]wrote {args.out} and {markdown}[/]")
+    figure = plot(rows, n, args.out.with_suffix(".png"), f"{len(questions)} held-out questions, {n} samples each")
+    console.print(f"[dim]wrote {args.out}, {markdown} and {figure}[/]")
+
+
+def plot(rows: list[dict], n: int, path: Path, title: str) -> Path:
+    """Accuracy against generated tokens per question, one point per method; majority@k joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    majority_rows = [r for r in rows if r["method"].startswith("majority@")]
+    ax.plot([r["tokens"] for r in majority_rows], [r["accuracy"] for r in majority_rows], "o-", color="grey",
+            label="majority@k (k = 1, 4, 8, %d)" % n)
+    for row in rows:
+        if row in majority_rows:
+            continue
+        ours_row = row["method"].startswith("ours")
+        ax.scatter(row["tokens"], row["accuracy"], marker="*" if ours_row else "o", s=140 if ours_row else 50,
+                   zorder=3)
+        ax.annotate(row["method"], (row["tokens"], row["accuracy"]), textcoords="offset points", xytext=(5, 4),
+                    fontsize=7)
+    ax.set_xlabel("generated tokens per question (mean over random orders)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

@@ -26,19 +26,24 @@ _SOURCES = {  # where each public name lives, by stage of the data flow
     "probing.hidden_states": ("HiddenStateSpec",),
     "backends.base": ("Backend", "GenerationSettings"),
     "backends.in_process": ("Monitor",),
+    "guardrail.vote": ("VotePolicy", "VoteResult", "simulate"),
+    "guardrail.live_vote": ("LiveVote", "VoteEvent", "run_vote"),
 }
 _EXPORTS = {name: module for module, names in _SOURCES.items() for name in names}
 __all__ = [  # the same names as _EXPORTS (tests/test_api.py checks)
     "AnswerDistribution", "AnswerSpace", "Backend", "CancelOnEvent", "DEFAULT_MODEL", "GenerationSettings",
-    "HiddenStateSpec", "Monitor", "MonitorEvent", "NUMERIC", "Prefix", "RowStopper", "SIAError", "SIAMonitor",
-    "StepRecord", "StepScorer", "Trajectory", "load_benchmark", "load_model", "parse_answer", "parse_choices",
-    "read_trajectories", "write_trajectories",
+    "HiddenStateSpec", "LiveVote", "Monitor", "MonitorEvent", "NUMERIC", "Prefix", "RowStopper", "SIAError",
+    "SIAMonitor", "StepRecord", "StepScorer", "Trajectory", "VoteEvent", "VotePolicy", "VoteResult",
+    "load_benchmark", "load_model", "parse_answer", "parse_choices", "read_trajectories", "run_vote", "simulate",
+    "write_trajectories",
 ]
 
 if TYPE_CHECKING:
     from sia_monitor.backends.base import Backend, GenerationSettings
     from sia_monitor.backends.in_process import Monitor
     from sia_monitor.errors import SIAError
+    from sia_monitor.guardrail.live_vote import LiveVote, VoteEvent, run_vote
+    from sia_monitor.guardrail.vote import VotePolicy, VoteResult, simulate
     from sia_monitor.models import DEFAULT_MODEL, load_model
     from sia_monitor.probing.hidden_states import HiddenStateSpec
     from sia_monitor.probing.monitor import SIAMonitor

@@ -1,7 +1,7 @@
 """The command-line options every command shares, parsed once into typed objects, and one way from them to a
 ready monitor.
 
-Why one place: `run`, `tui` and `collect` (and next `serve` and `vote`) take the same model, answer-space,
+Why one place: `run`, `tui`, `collect` and `vote` (and next `serve`) take the same model, answer-space,
 decoding, calibrator and guardrail options. Each option is declared, defaulted and refused here once; the
 commands only add what is theirs. Everything that can be refused without a model is refused by `prepare`,
 before `load_monitor` spends seconds loading one.
@@ -20,6 +20,7 @@ from rich.markup import escape
 from sia_monitor.backends.base import GenerationSettings
 from sia_monitor.errors import SIAError
 from sia_monitor.guardrail.policy import GuardrailPolicy
+from sia_monitor.guardrail.vote import VotePolicy
 from sia_monitor.models import DEFAULT_MODEL, REGISTRY, check_model_source
 from sia_monitor.probing.hidden_states import HiddenStateSpec
 from sia_monitor.probing.segmentation import SEGMENTER_MODES, SegmenterMode, StepSegmenter
@@ -35,15 +36,19 @@ ANSWER_TYPES = ("auto", "numeric", "choice", "candidates")
 
 
 # -- declaring ----------------------------------------------------------------------------------------------
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, the decoding options and the step mode (`run`, `tui`, `collect`)."""
+def add_model_options(parser: argparse.ArgumentParser, max_new_tokens: int = 512, temperature: float = 0.0) -> None:
+    """--model, the decoding options and the step mode (`run`, `tui`, `collect`, `vote`: a vote samples, so its
+    defaults differ)."""
     parser.add_argument(
         "--model", default=DEFAULT_MODEL,
         help=f"registry name ({', '.join(REGISTRY)}), a local model directory, a .gguf file, "
         f"or a hub id (online only). Default: {DEFAULT_MODEL}",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="generation budget (default 512)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                        help=f"generation budget (default {max_new_tokens})")
+    parser.add_argument("--temperature", type=float, default=temperature,
+                        help="0 = greedy (default); >0 samples" if temperature == 0 else
+                        f"sampling temperature (default {temperature:g})")
     parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
     parser.add_argument("--steps", choices=SEGMENTER_MODES, default="line",
                         help="where a reasoning step ends: at a newline (line, default), at a sentence end, "
@@ -99,6 +104,38 @@ def add_guardrail_options(parser: argparse.ArgumentParser) -> None:
                        help="without a calibrator: a step at or above this many bits counts as unsure (default 1)")
     guard.add_argument("--temperature-bump", type=float, default=0.4,
                        help="each resample samples this much hotter than the last, with a new seed (default 0.4)")
+
+
+def add_vote_options(parser: argparse.ArgumentParser) -> None:
+    """The vote policy: how many samples, and its three parts, each switchable (`vote`)."""
+    defaults = VotePolicy()
+    vote = parser.add_argument_group("vote")
+    vote.add_argument("-n", "--samples", type=int, default=defaults.samples,
+                      help=f"samples to draw at most (default {defaults.samples})")
+    vote.add_argument("--width", type=int, default=defaults.width,
+                      help=f"samples generated together; a sample that ends or is killed frees its row for the "
+                      f"next (default {defaults.width})")
+    kill = defaults.kill
+    assert kill is not None
+    vote.add_argument("--kill", action=argparse.BooleanOptionalAction, default=True,
+                      help="kill a sample whose P(correct) stays low (default: on)")
+    vote.add_argument("--kill-below", type=float, default=kill.stop_below,
+                      help=f"... below this P(correct) (default {kill.stop_below:g})")
+    vote.add_argument("--kill-patience", type=int, default=kill.patience,
+                      help=f"... for this many steps in a row (default {kill.patience})")
+    vote.add_argument("--kill-min-steps", type=int, default=kill.min_steps,
+                      help=f"... never before this many steps (default {kill.min_steps})")
+    vote.add_argument("--weights", action=argparse.BooleanOptionalAction, default=defaults.weighted,
+                      help="weigh each vote by its sample's last P(correct) (default: on)")
+    vote.add_argument("--weight-power", type=float, default=defaults.weight_power,
+                      help=f"... raised to this power (default {defaults.weight_power:g})")
+    vote.add_argument("--adaptive-stop", action=argparse.BooleanOptionalAction, default=defaults.adaptive_stop,
+                      help="stop drawing once the vote is decided (default: on)")
+    vote.add_argument("--stop-confidence", type=float, default=defaults.stop_confidence,
+                      help=f"... with this posterior probability that the leader wins (default "
+                      f"{defaults.stop_confidence:g})")
+    vote.add_argument("--min-votes", type=int, default=defaults.min_votes,
+                      help=f"... and at least this many votes (default {defaults.min_votes})")
 
 
 # -- parsed -------------------------------------------------------------------------------------------------
@@ -204,6 +241,14 @@ def guardrail_policy(args: argparse.Namespace) -> GuardrailPolicy:
         max_resamples=args.max_resamples, accept_above=args.accept_above, entropy_above=args.entropy_above,
         temperature_bump=args.temperature_bump,
     )
+
+
+def vote_policy(args: argparse.Namespace) -> VotePolicy:
+    """The policy from `add_vote_options`; `VotePolicy` and `GuardrailPolicy` refuse bad values themselves."""
+    kill = GuardrailPolicy(min_steps=args.kill_min_steps, stop_below=args.kill_below, patience=args.kill_patience)
+    return VotePolicy(samples=args.samples, width=args.width, kill=kill if args.kill else None,
+                      weighted=args.weights, weight_power=args.weight_power, adaptive_stop=args.adaptive_stop,
+                      stop_confidence=args.stop_confidence, min_votes=args.min_votes)
 
 
 # -- from options to a monitor ------------------------------------------------------------------------------

@@ -49,3 +49,12 @@ class StepScorer(Protocol):
     """Anything that turns a partial trajectory into P(the final answer will be correct)."""
 
     def p_correct(self, prefix: Prefix) -> float: ...
+
+
+def p_correct_curve(scorer: StepScorer, trajectory: Trajectory) -> list[float]:
+    """P(correct) after each step of a saved trajectory: the scorer's own batched `curve` where it has one
+    (a fitted calibrator does), else one `p_correct` per prefix."""
+    curve = getattr(scorer, "curve", None)
+    if curve is not None:
+        return list(curve(trajectory))
+    return [scorer.p_correct(Prefix.of(trajectory, k)) for k in range(1, len(trajectory.steps) + 1)]

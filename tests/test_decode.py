@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 
 from sia_monitor.backends.base import GenerationSettings
 from sia_monitor.backends.decode import decode
 from sia_monitor.backends.in_process import Monitor
+from sia_monitor.models import FIXTURE_MODEL, load_model
 from sia_monitor.probing.monitor import SIAMonitor
 from sia_monitor.probing.stopping import RowStopper
 from sia_monitor.tasks.answers import NUMERIC
@@ -139,3 +140,60 @@ def test_sampling_is_reproducible_with_a_seed(smol: Monitor) -> None:
     again = [t.final_text for t in smol.generate(QUESTIONS[:2], NUMERIC, settings)]
     other = [t.final_text for t in smol.generate(QUESTIONS[:2], NUMERIC, GenerationSettings(40, 0.8, seed=4))]
     assert first == again and first != other
+
+
+class Capture(LogitsProcessor):
+    """Keeps every row's scores and token ids at every call (what the vote's new rows are checked with)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.calls.append((input_ids.clone(), scores.clone()))
+        return scores
+
+
+@pytest.fixture(scope="module")
+def smol_f32() -> Monitor:
+    return Monitor(load_model(FIXTURE_MODEL, dtype="float32"))
+
+
+def test_a_row_started_in_a_freed_row_decodes_as_if_alone(smol_f32: Monitor) -> None:
+    """Row 1 is stopped at once; a third row starts in its place while row 0 runs on, its prompt's cache
+    left-padded to row 0's length. In float32 every score either row is given equals an uncached forward over
+    that row's own tokens (to 1e-3): the padded cache and the positions are right."""
+    model, tokenizer = smol_f32.model, smol_f32.tokenizer
+    encoding, _ = smol_f32.encode(QUESTIONS[:1] * 2, [NUMERIC] * 2, 16)
+    prompt = encoding["input_ids"].shape[1]
+    stopper, capture, added = RowStopper(), Capture(), []
+    stopper.stop(1)
+    started = [2]
+
+    def schedule(running: int) -> int:
+        if running < 2 and started[0] < 3:
+            started[0] += 1
+            return 1
+        return 0
+
+    sizes, handle = batch_sizes(model)
+    try:
+        out = decode(model, encoding["input_ids"], encoding["attention_mask"], DynamicCache(config=model.config),
+                     GenerationSettings(max_new_tokens=16), tokenizer.pad_token_id, eos_ids(smol_f32),
+                     processors=LogitsProcessorList([capture]), stopping=StoppingCriteriaList([stopper]),
+                     schedule=schedule, on_rows_added=added.append)
+    finally:
+        handle.remove()
+    assert out.shape[0] == 3 and sizes[0] == 2 and max(sizes[1:]) == 2  # the prefill, then never more than 2
+    assert len(added) == 1 and added[0].shape == (1, prompt + 1) and int(added[0][0, 0]) == 0
+    assert torch.equal(out[2, 1:prompt + 1], encoding["input_ids"][0])  # joined after one token: one pad
+    padding = int((added[0][0] == 0).sum())
+    checked = 0
+    for input_ids, scores in capture.calls:
+        for row, start in ((0, 0), (2, padding)):
+            if input_ids.shape[0] <= row or not scores[row].any():
+                continue  # not started yet, or ended (an ended row's scores are zeros)
+            with torch.inference_mode():
+                reference = model(input_ids=input_ids[row, start:][None]).logits[0, -1].float()
+            torch.testing.assert_close(scores[row], reference, rtol=1e-3, atol=1e-3)
+            checked += 1
+    assert checked >= 20

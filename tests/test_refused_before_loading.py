@@ -58,6 +58,11 @@ CASES = {
         "--hidden-dims must be between 1 and 4096"),
     "run zero hidden dims": (lambda t: ["run", "What is 2+3?", "--hidden-states", "--hidden-dims", "0"],
                              "--hidden-dims must be between 1 and 4096"),
+    "vote no samples": (lambda t: ["vote", "What is 2+3?", "-n", "0"], "samples must be at least 1"),
+    "vote zero width": (lambda t: ["vote", "What is 2+3?", "--width", "0"], "width must be at least 1"),
+    "vote greedy": (lambda t: ["vote", "What is 2+3?", "--temperature", "0"], "give --temperature above 0"),
+    "vote stop confidence": (lambda t: ["vote", "What is 2+3?", "--stop-confidence", "1"], "stop_confidence"),
+    "vote unwritable save": (lambda t: ["vote", "What is 2+3?", "--save", "/sys/v.jsonl"], "Cannot write"),
 }
 
 

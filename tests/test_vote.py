@@ -3,9 +3,12 @@ each sample costs when the vote is replayed `width` samples at a time."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from sia_monitor.errors import SIAError
+from sia_monitor.guardrail.policy import GuardrailPolicy
 from sia_monitor.guardrail.vote import (
     Ballot,
     VotePolicy,
@@ -38,7 +41,7 @@ def test_tally_groups_equal_answers_and_counts_only_finished_votes() -> None:
 def test_samples_group_through_the_answer_normaliser() -> None:
     samples = [sample("1000", [0.8] * 3), sample("1,000", [0.8] * 3), sample("999", [0.8] * 3)]
     assert majority_answer(samples, NUMERIC) == "1000"
-    result = simulate(samples, VotePolicy(kill=None, adaptive_stop=False), NUMERIC, width=3)
+    result = simulate(samples, VotePolicy(kill=None, adaptive_stop=False, width=3), NUMERIC)
     assert result.counts == {"1000": 2, "999": 1} and result.answer == "1000"
 
 
@@ -53,14 +56,16 @@ def test_leader_probability_is_the_beta_criterion() -> None:
 
 def test_adaptive_stop_waits_for_min_votes_and_can_be_switched_off() -> None:
     unanimous = [Ballot(i, "7", 1.0, "done", 10) for i in range(4)]
-    assert not decided(VotePolicy(), unanimous[:3])  # 0.9375 < 0.95
-    assert decided(VotePolicy(), unanimous)  # 0.969
-    assert not decided(VotePolicy(min_votes=5), unanimous)
-    assert not decided(VotePolicy(adaptive_stop=False), unanimous)
+    strict = VotePolicy(stop_confidence=0.95, min_votes=3)
+    assert not decided(strict, unanimous[:3])  # 0.9375 < 0.95
+    assert decided(strict, unanimous)  # 0.969
+    assert not decided(replace(strict, min_votes=5), unanimous)
+    assert not decided(replace(strict, adaptive_stop=False), unanimous)
+    assert decided(VotePolicy(), unanimous[:2])  # the default: 0.875 >= 0.8 after 2 votes
 
 
 def test_kill_uses_the_guardrail_stop_rule() -> None:
-    policy = VotePolicy()  # P(correct) < 0.2 for 3 steps, from step 3 on
+    policy = VotePolicy(kill=GuardrailPolicy(min_steps=3, stop_below=0.2, patience=3))  # < 0.2 x3, from step 3
     assert policy.kill_at(sample("7", [0.5, 0.1, 0.1, 0.1, 0.1])) == 4
     assert policy.kill_at(sample("7", [0.1, 0.1, 0.1])) == 3
     assert policy.kill_at(sample("7", [0.1, 0.1, 0.5, 0.1])) is None
@@ -79,25 +84,26 @@ def test_weights_are_the_last_p_correct() -> None:
 
 def test_one_lane_stops_after_four_unanimous_votes_and_pays_for_those_only() -> None:
     samples = [sample("7", [0.9] * 3) for _ in range(16)]  # 35 tokens each
-    result = simulate(samples, VotePolicy(), NUMERIC, width=1)
+    result = simulate(samples, VotePolicy(width=1, stop_confidence=0.95, min_votes=3), NUMERIC)
     assert result.answer == "7" and result.stopped_early and result.tokens == 4 * 35
     assert [b.status for b in result.ballots] == ["done"] * 4
 
 
 def test_a_killed_sample_costs_its_tokens_up_to_the_kill_and_frees_its_lane() -> None:
-    failing = sample("9", [0.1] * 10)  # killed after step 3: 30 tokens instead of 105
+    failing = sample("9", [0.1] * 10)  # killed after step 3 (token 30), with the token drawn as it was killed
     good = [sample("7", [0.9] * 3) for _ in range(3)]
-    result = simulate([failing, *good], VotePolicy(adaptive_stop=False), NUMERIC, width=2)
+    kill = GuardrailPolicy(min_steps=3, stop_below=0.2, patience=3)
+    result = simulate([failing, *good], VotePolicy(kill=kill, adaptive_stop=False, width=2), NUMERIC)
     killed = [b for b in result.ballots if b.status == "killed"]
-    assert len(killed) == 1 and killed[0].tokens == 30 and killed[0].killed_after_steps == 3
-    assert result.counts == {"7": 3} and result.tokens == 30 + 3 * 35
-    assert [b.sample for b in result.ballots] == [0, 1, 2, 3]  # the kill (token 30) comes before sample 1 ends (35)
+    assert len(killed) == 1 and killed[0].tokens == 31 and killed[0].killed_after_steps == 3
+    assert result.counts == {"7": 3} and result.tokens == 31 + 3 * 35
+    assert [b.sample for b in result.ballots] == [0, 1, 2, 3]  # the kill (tick 31) comes before sample 1 ends (36)
 
 
 def test_stopping_cancels_running_samples_and_counts_their_partial_tokens() -> None:
     short = [sample("7", [0.9] * 3, tail=0) for _ in range(4)]  # 30 tokens
     long = [sample("7", [0.9] * 20) for _ in range(2)]  # 205 tokens, still running when the vote is decided
-    result = simulate([*short[:2], *long, *short[2:]], VotePolicy(), NUMERIC, width=4)
+    result = simulate([*short[:2], *long, *short[2:]], VotePolicy(width=4), NUMERIC)
     cancelled = [b for b in result.ballots if b.status == "cancelled"]
     assert result.stopped_early and len(cancelled) == 2
     assert all(0 < b.tokens < 205 for b in cancelled)
@@ -110,4 +116,18 @@ def test_policy_refuses_bad_values() -> None:
     with pytest.raises(SIAError, match="stop_confidence"):
         VotePolicy(stop_confidence=1.0)
     with pytest.raises(SIAError, match="width"):
-        simulate([sample("7", [0.9])], VotePolicy(), NUMERIC, width=0)
+        VotePolicy(width=0)
+
+
+def test_the_clock_counts_a_forward_per_token_and_one_for_the_eos() -> None:
+    """Lane 1 runs a 35-token sample (36 ticks with its EOS); the next sample starts at tick 36, so when lane
+    0's long sample decides nothing, sample 2's tokens are counted from there: what the live batch does."""
+    first, second = sample("7", [0.9] * 3), sample("7", [0.9] * 3)
+    cut = Trajectory("m", "What is 3 + 4?", NUMERIC, "The answer is ", "line", finish_reason="length",
+                     parsed_answer=None, n_tokens=50)
+    result = simulate([cut, first, second], VotePolicy(kill=None, adaptive_stop=False, width=2), NUMERIC)
+    assert [(b.sample, b.tokens) for b in result.ballots] == [(1, 35), (0, 50), (2, 35)]
+    partial = Trajectory("m", "What is 3 + 4?", NUMERIC, "The answer is ", "line", finish_reason="cancelled",
+                         n_tokens=12)
+    stopped = simulate([partial, first], VotePolicy(kill=None, adaptive_stop=False, width=2), NUMERIC)
+    assert [(b.sample, b.status, b.tokens) for b in stopped.ballots] == [(1, "done", 35), (0, "cancelled", 12)]

@@ -12,6 +12,10 @@ Contract, for a new backend:
 - `generate` returns one trajectory per question, in order; `on_event` hears every row's events as they
   happen, each row's final event the moment that row ends; a row handed to `row_stopper.stop(row)` ends with
   finish_reason `stopped`. An empty batch returns [].
+- `sample` generates samples of one question for a vote: `first` start together; after every token (once the
+  rows that ended have had their final events) `schedule(running)` says how many new samples to start in
+  the freed rows, or None to end the rest now (finish_reason `cancelled`). Sample k is row k in events and
+  for `row_stopper`; a stopped row frees its compute at once. Returns every started sample, in order.
 - `force_answer` has the model write its answer line now, after `reasoning`; returns (line, parsed answer,
   tokens generated).
 """
@@ -85,6 +89,18 @@ class Backend(Protocol):
         questions: str | Sequence[str],
         spaces: AnswerSpace | Sequence[AnswerSpace],
         settings: GenerationSettings | None = None,
+        on_event: Callable[[MonitorEvent], None] | None = None,
+        cancel: threading.Event | None = None,
+        row_stopper: RowStopper | None = None,
+    ) -> list[Trajectory]: ...
+
+    def sample(
+        self,
+        question: str,
+        space: AnswerSpace,
+        settings: GenerationSettings | None = None,
+        first: int = 1,
+        schedule: Callable[[int], int | None] | None = None,
         on_event: Callable[[MonitorEvent], None] | None = None,
         cancel: threading.Event | None = None,
         row_stopper: RowStopper | None = None,

@@ -17,7 +17,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
 
 from sia_monitor.backends.base import GenerationSettings
-from sia_monitor.backends.decode import decode
+from sia_monitor.backends.decode import Schedule, decode
 from sia_monitor.errors import SIAError
 from sia_monitor.models import DEFAULT_MODEL, LoadedModel, load_model
 from sia_monitor.probing.hidden_states import HiddenStateProjector, HiddenStateSpec
@@ -100,17 +100,49 @@ class Monitor:
         probe: bool = True,
     ) -> list[Trajectory]:
         """Generate (batched) with the monitor attached; one trajectory per question, in order."""
-        settings = settings or GenerationSettings()
         questions = [questions] if isinstance(questions, str) else list(questions)
         if not questions:  # an empty batch (e.g. a filtered benchmark slice) is no work, not an error
             return []
         space_list = [spaces] * len(questions) if isinstance(spaces, AnswerSpace) else list(spaces)
-        encoding, max_new = self.encode(questions, space_list, settings.max_new_tokens)
+        return self._decode(questions, space_list, settings, on_event, cancel, row_stopper, probe)
+
+    def sample(
+        self,
+        question: str,
+        space: AnswerSpace,
+        settings: GenerationSettings | None = None,
+        first: int = 1,
+        schedule: Schedule | None = None,
+        on_event: EventSink | None = None,
+        cancel: threading.Event | None = None,
+        row_stopper: RowStopper | None = None,
+    ) -> list[Trajectory]:
+        """Samples of one question: `first` start together; after every token `schedule(running)` says how many
+        more to start in the rows that ended (None: stop them all now). One trajectory per sample, in the
+        order they started; sample k is batch row k for `on_event` and `row_stopper`."""
+        if first < 1:
+            raise SIAError("A vote starts at least one sample.")
+        return self._decode([question] * first, [space] * first, settings, on_event, cancel, row_stopper, True,
+                            schedule)
+
+    def _decode(
+        self,
+        questions: list[str],
+        spaces: list[AnswerSpace],
+        settings: GenerationSettings | None,
+        on_event: EventSink | None,
+        cancel: threading.Event | None,
+        row_stopper: RowStopper | None,
+        probe: bool,
+        schedule: Schedule | None = None,
+    ) -> list[Trajectory]:
+        settings = settings or GenerationSettings()
+        encoding, max_new = self.encode(questions, spaces, settings.max_new_tokens)
         cache = DynamicCache(config=self.model.config)
         cancel = cancel or threading.Event()
         row_stopper = row_stopper or RowStopper()
         monitor = SIAMonitor(
-            self.model, self.tokenizer, cache, space_list, questions,
+            self.model, self.tokenizer, cache, spaces, questions,
             segmenter=self.segmenter, step_regex=self.step_regex, on_event=on_event, probe=probe,
             model_id=self.loaded.model_id, row_stopper=row_stopper, scorer=self.scorer,
             hidden_states=self.hidden_states,
@@ -119,20 +151,28 @@ class Monitor:
                   "dtype": str(self.model.dtype).removeprefix("torch.")}
         monitor.begin(encoding["attention_mask"], generation=record)
         torch.manual_seed(settings.seed)
-        # our loop, not model.generate: a row that ends (EOS, stopped, killed) leaves the batch and frees its compute
+
+        def ended(input_ids: torch.Tensor, rows: list[int]) -> None:
+            monitor.complete_rows(input_ids, rows, "cancelled" if cancel.is_set() else "length")
+
+        def added(masks: torch.Tensor) -> None:
+            monitor.add_rows(masks, spaces[:1] * len(masks), questions[:1] * len(masks))
+
+        # our loop, not model.generate: a row that ends (EOS, stopped, killed) leaves the batch and frees its
+        # compute, and a vote can start new samples in the rows that freed up
         sequences = decode(
             self.model, encoding["input_ids"], encoding["attention_mask"], cache,
             replace(settings, max_new_tokens=max_new), self.tokenizer.pad_token_id, monitor.eos_token_ids,
             processors=LogitsProcessorList([monitor]),
             stopping=StoppingCriteriaList([CancelOnEvent(cancel), row_stopper]),
-            on_rows_changed=monitor.set_cache_rows,
+            on_rows_changed=monitor.set_cache_rows, on_rows_ended=ended, schedule=schedule, on_rows_added=added,
         )
         reasons = []
-        for index in range(len(questions)):
+        for index in range(sequences.shape[0]):
             if index in row_stopper.stopped:
                 reasons.append("stopped")
-            elif cancel.is_set():
-                reasons.append("cancelled")
+            elif cancel.is_set() or schedule is not None:
+                reasons.append("cancelled")  # a vote ends its running samples when it is decided
             else:
                 reasons.append("length")
         return monitor.finish(sequences, reasons)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sia_monitor.errors import SIAError
 from sia_monitor.guardrail.guarded import ForcedAnswer, PauseGate
-from sia_monitor.scoring import Prefix, StepScorer
+from sia_monitor.scoring import StepScorer, p_correct_curve
 from sia_monitor.tasks.answers import parse_answer, same_answer, states_answer
 from sia_monitor.tasks.prompts import probe_suffix
 from sia_monitor.trajectory import MonitorEvent, Trajectory, TruncatedTrajectoryWarning, read_trajectory_file
@@ -104,10 +104,9 @@ def score_steps(trajectory: Trajectory, scorer: StepScorer | None) -> Trajectory
     """A copy whose steps all carry P(correct): kept where recorded, else from `scorer` (when given)."""
     if scorer is None or all(s.p_correct is not None for s in trajectory.steps):
         return replace(trajectory, steps=list(trajectory.steps), decisions=list(trajectory.decisions))
-    steps = [
-        s if s.p_correct is not None else replace(s, p_correct=round(scorer.p_correct(Prefix.of(trajectory, k)), 4))
-        for k, s in enumerate(trajectory.steps, start=1)
-    ]
+    curve = p_correct_curve(scorer, trajectory)
+    steps = [s if s.p_correct is not None else replace(s, p_correct=round(p, 4))
+             for s, p in zip(trajectory.steps, curve, strict=True)]
     return replace(trajectory, steps=steps, decisions=list(trajectory.decisions))
 
 

@@ -12,42 +12,49 @@ Three parts, each switchable in `VotePolicy`, so each one's worth can be measure
   criterion, on vote shares rescaled to the number of votes, so weights move the decision but do not
   invent evidence).
 
-Pure logic over step records (no torch, no clock): the live vote and the offline harness that replays saved
-samples (`simulate`) make the same decisions from the same records. Answers are grouped by
-`tasks.answers.answer_key`, the one normaliser.
+Samples run `width` at a time: a sample that ends or is killed frees its row, and the next sample starts in
+it at once. Pure logic over step records (no torch, no wall clock): the live vote (`live_vote.LiveVote`) and
+the offline harness that replays saved samples (`simulate`) make the same decisions from the same records,
+on the same token clock (`occupancy`). Answers are grouped by `tasks.answers.answer_key`, the one normaliser.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from sia_monitor.errors import SIAError
 from sia_monitor.guardrail.policy import GuardrailPolicy
 from sia_monitor.tasks.answers import AnswerSpace, answer_key
 from sia_monitor.trajectory import Trajectory
 
-# The kill rule's defaults: the guardrail's stop rule, without resampling (the vote draws new samples itself).
-DEFAULT_KILL = GuardrailPolicy(min_steps=3, stop_below=0.2, patience=3)
+# The kill rule: the guardrail's stop rule, without resampling (the vote draws new samples itself). Its
+# thresholds, like every default of VotePolicy, were chosen on dev questions only (benchmarks/tune_vote.py:
+# the fewest tokens at majority@8's accuracy on 68 SVAMP training questions x 8 samples).
+DEFAULT_KILL = GuardrailPolicy(min_steps=2, stop_below=0.2, patience=1)
 
 
 @dataclass(frozen=True)
 class VotePolicy:
-    """How many samples to draw, and which of the three parts (kill, weights, adaptive stop) are on."""
+    """How many samples to draw and how many at once, and which of the three parts (kill, weights, adaptive
+    stop) are on."""
 
     samples: int = 16
+    width: int = 4
     kill: GuardrailPolicy | None = DEFAULT_KILL
     weighted: bool = True
     weight_power: float = 1.0
     adaptive_stop: bool = True
-    stop_confidence: float = 0.95
-    min_votes: int = 3
+    stop_confidence: float = 0.8
+    min_votes: int = 2
 
     def __post_init__(self) -> None:
         problems = []
         if self.samples < 1:
             problems.append("samples must be at least 1")
+        if self.width < 1:
+            problems.append("width must be at least 1")
         if self.weight_power < 0:
             problems.append("weight_power cannot be negative")
         if not 0.5 <= self.stop_confidence < 1:
@@ -56,6 +63,9 @@ class VotePolicy:
             problems.append("min_votes must be at least 1")
         if problems:
             raise SIAError("Invalid vote policy: " + "; ".join(problems) + ".")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
     def kill_at(self, trajectory: Trajectory) -> int | None:
         """The number of steps after which the kill rule stops this sample (None: it runs to its end)."""
@@ -96,6 +106,7 @@ class VoteResult:
     counts: dict[str, int]
     ballots: list[Ballot] = field(default_factory=list)
     stopped_early: bool = False
+    samples: list[Trajectory] = field(default_factory=list)  # a live vote's samples, in the order they started
 
     @property
     def tokens(self) -> int:
@@ -143,44 +154,53 @@ def result(ballots: Sequence[Ballot], stopped_early: bool = False) -> VoteResult
     return VoteResult(answer, round(confidence, 4), weights, counts, list(ballots), stopped_early)
 
 
-def simulate(samples: Sequence[Trajectory], policy: VotePolicy, space: AnswerSpace, width: int = 4) -> VoteResult:
-    """Replay saved samples of one question as a live vote would run them, `width` at a time.
+def occupancy(trajectory: Trajectory, killed_after: int | None) -> float:
+    """Ticks (forwards) a sample holds its row: one per token drawn, the EOS included; a sample killed after
+    a step also draws the token of the forward it was killed in. A cancelled (partial) sample never ends
+    on its own: only the vote's stop ends it."""
+    if killed_after is not None:
+        return trajectory.steps[killed_after - 1].tokens_so_far + 1
+    if trajectory.finish_reason == "cancelled":
+        return float("inf")
+    return trajectory.n_tokens + (trajectory.finish_reason == "eos")
+
+
+def simulate(samples: Sequence[Trajectory], policy: VotePolicy, space: AnswerSpace) -> VoteResult:
+    """Replay saved samples of one question as a live vote runs them, `policy.width` at a time.
 
     A token clock: `width` lanes each generate one sample, a token per tick; a lane whose sample ends or is
-    killed takes the next sample at once (as a batch that admits new samples into freed rows), until
-    `policy.samples` have been started. After every sample that ends, the adaptive stop may end the vote:
-    samples still running are cancelled, and the tokens they had generated count in the cost.
+    killed takes the next sample on the next tick (as the live batch starts new samples in freed rows),
+    until `policy.samples` have been started. After the ticks at which samples end, the adaptive stop may end
+    the vote: samples still running are cancelled, and the tokens they had generated count in the cost.
     """
-    if width < 1:
-        raise SIAError("width must be at least 1.")
-    # per sample: the tokens after which it leaves its lane, and how
-    plans = []
+    plans = []  # per sample: its ticks, its ballot's status and tokens, the step it was killed after
     for index, trajectory in enumerate(samples[: policy.samples]):
         killed = policy.kill_at(trajectory)
-        if killed is not None:
-            plans.append((index, trajectory, trajectory.steps[killed - 1].tokens_so_far, "killed", killed))
-        else:
-            plans.append((index, trajectory, trajectory.n_tokens, "done", None))
+        ticks = occupancy(trajectory, killed)
+        tokens = int(ticks) if killed is not None else trajectory.n_tokens
+        plans.append((index, trajectory, ticks, "killed" if killed is not None else "done", tokens, killed))
     running: list[tuple[int, tuple]] = []  # (tick it started at, plan)
     ballots: list[Ballot] = []
-    clock = 0
+    clock = 0.0
     waiting = list(plans)
     while waiting or running:
-        while waiting and len(running) < width:
-            running.append((clock, waiting.pop(0)))
-        end = min(start + plan[2] for start, plan in running)
-        clock = end
-        finished = [(start, plan) for start, plan in running if start + plan[2] == end]
-        running = [(start, plan) for start, plan in running if start + plan[2] != end]
-        for _, (index, trajectory, tokens, status, killed) in sorted(finished, key=lambda item: item[1][0]):
+        while waiting and len(running) < policy.width:
+            running.append((int(clock), waiting.pop(0)))
+        clock = min(start + plan[2] for start, plan in running)  # the first tick after the next end
+        if clock == float("inf"):
+            break  # only partial samples left: the saved vote was stopped by its user
+        finished = [(start, plan) for start, plan in running if start + plan[2] == clock]
+        running = [(start, plan) for start, plan in running if start + plan[2] != clock]
+        for _, (index, trajectory, _, status, tokens, killed) in sorted(finished, key=lambda item: item[1][0]):
             answer = answer_key(trajectory.parsed_answer, space) if status == "done" else None
             weight = policy.weight(trajectory) if status == "done" else 0.0
             ballots.append(Ballot(index, answer, weight, status, tokens, killed))  # type: ignore[arg-type]
         if decided(policy, ballots):
-            for start, (index, _, tokens, _, _) in running:
-                ballots.append(Ballot(index, None, 0.0, "cancelled", min(tokens, clock - start)))
-            return result(ballots, stopped_early=bool(running or waiting))
-    return result(ballots)
+            break
+    for start, (index, trajectory, _, _, _, _) in running:
+        generated = trajectory.n_tokens if clock == float("inf") else min(int(clock) - start, trajectory.n_tokens)
+        ballots.append(Ballot(index, None, 0.0, "cancelled", generated))
+    return result(ballots, stopped_early=bool(running or waiting))
 
 
 def majority_answer(samples: Sequence[Trajectory], space: AnswerSpace) -> str | None:

@@ -56,6 +56,9 @@ class _Row:
     done: bool = False  # EOS generated
     stopped: bool = False  # ended by the RowStopper: `generate` now writes only padding for it
     held_bytes: list[int] = field(default_factory=list)  # tokens whose text is an incomplete UTF-8 character
+    prompt_mask: torch.Tensor | None = None  # attention mask of the row's prompt, left padding included
+    start: int = 0  # sequence length when the row's first token is drawn (its prompt's end)
+    started: float = field(default_factory=time.perf_counter)
     trajectory: Trajectory | None = None  # built as soon as the row ends, so consumers can save it at once
 
 
@@ -142,23 +145,48 @@ class SIAMonitor(LogitsProcessor):
         questions = self.questions * batch if len(self.questions) == 1 else (self.questions or [""] * batch)
         if len(spaces) != batch or len(questions) != batch:
             raise ValueError(f"got {len(spaces)} answer spaces and {len(questions)} questions for {batch} rows")
-        self.rows = [
-            _Row(
-                space=space,
-                question=question,
-                estimator=self._estimator(space),
-                segmenter=StepSegmenter(self.segmenter_mode, self.step_regex),
-                context=ProbeContext(recent_numbers=recent_first([], question)),
-            )
-            for space, question in zip(spaces, questions, strict=True)
-        ]
         self.prompt_mask = attention_mask.detach().to(torch.long)
+        self.rows = [self._new_row(space, question, mask)
+                     for space, question, mask in zip(spaces, questions, self.prompt_mask, strict=True)]
         self._prompt_len = attention_mask.shape[1]
         self._seen_len = self._prompt_len - 1  # the first call sees the bare prompt
         self._started = time.perf_counter()
         self._generation = dict(generation or {})
         self._last_log_probs = None
         self.cache_rows = None
+
+    def _new_row(self, space: AnswerSpace, question: str, prompt_mask: torch.Tensor) -> _Row:
+        return _Row(
+            space=space,
+            question=question,
+            estimator=self._estimator(space),
+            segmenter=StepSegmenter(self.segmenter_mode, self.step_regex),
+            context=ProbeContext(recent_numbers=recent_first([], question)),
+            prompt_mask=prompt_mask,
+            start=len(prompt_mask),
+        )
+
+    def add_rows(self, masks: torch.Tensor, spaces: Sequence[AnswerSpace], questions: Sequence[str]) -> None:
+        """New rows joined the generation (`backends.decode`'s `schedule`): their (rows, current length) attention
+        masks, their prompt left-padded to the length the others have reached. They are batch rows
+        `len(self.rows)` onwards; their first token comes with the next call."""
+        for mask, space, question in zip(masks.detach().to(torch.long), spaces, questions, strict=True):
+            self.rows.append(self._new_row(space, question, mask))
+
+    def complete_rows(self, input_ids: torch.Tensor, rows: Sequence[int], reason: str = "length") -> None:
+        """These rows ended with the token `input_ids` ends with (`backends.decode`'s `on_rows_ended`): feed
+        it, and build their trajectories now, each with its final event, rather than when the batch ends.
+
+        The reason is "eos" for a row that drew EOS, "stopped" for one the RowStopper ended, else `reason`.
+        A step that the last token closes is not probed: the row has left the cache."""
+        for index in rows:
+            row = self.rows[index]
+            if row.trajectory is not None:
+                continue
+            if not (row.done or self._stopped(index, row, input_ids.shape[1])):
+                self._feed(index, row, int(input_ids[index, -1]))
+            stopped = self.row_stopper is not None and index in self.row_stopper.stopped
+            self._complete(index, "eos" if row.done else "stopped" if stopped else reason)
 
     def set_cache_rows(self, rows: list[int]) -> None:
         """The decoding loop dropped finished rows from the cache: `rows` are the batch rows it still holds, in
@@ -180,7 +208,7 @@ class SIAMonitor(LogitsProcessor):
         if length > self._prompt_len:
             closed: dict[int, CompletedStep] = {}
             for index, row in enumerate(self.rows):
-                if row.done or self._stopped(index, row, length):
+                if row.trajectory is not None or row.done or length <= row.start or self._stopped(index, row, length):
                     continue
                 step = self._feed(index, row, int(input_ids[index, -1]))
                 if step is not None:
@@ -234,7 +262,7 @@ class SIAMonitor(LogitsProcessor):
         self_certainty = -log_probs.clamp(min=-1e4).mean(-1) - math.log(log_probs.shape[-1])
         self._last_log_probs = log_probs  # the next call reads the drawn token's log-probability from it
         for index, row in enumerate(self.rows):
-            if not (row.done or row.stopped):
+            if not (row.done or row.stopped or row.trajectory is not None):
                 row.token_entropy.append(float(entropy[index]))
                 row.token_confidence.append(float(confidence[index]))
                 row.token_self_certainty.append(float(self_certainty[index]))
@@ -254,17 +282,11 @@ class SIAMonitor(LogitsProcessor):
             row = self.rows[index]
             tree, plan = row.estimator.plan(self._suffix(row.space, step.at_line_start), row.context)
             trees[index], plans[index] = tree, plan
-        assert self.prompt_mask is not None
-        generated = length - self._prompt_len
-        prefix_mask = torch.cat(
-            [self.prompt_mask, torch.ones((self.prompt_mask.shape[0], generated), dtype=torch.long)], dim=1
-        ).to(self.prompt_mask.device)
+        in_cache = self.cache_rows if self.cache_rows is not None else list(range(len(self.rows)))
+        prefix_mask = torch.stack([self._mask(self.rows[r], length) for r in in_cache])
         pad = getattr(self.tokenizer, "pad_token_id", None) or 0
         layers = self.projector.layers if self.projector else ()
-        at = {row: row for row in trees}  # cache row of each probed batch row
-        if self.cache_rows is not None:
-            at = {row: self.cache_rows.index(row) for row in trees}
-            prefix_mask = prefix_mask[self.cache_rows]
+        at = {row: in_cache.index(row) for row in trees}  # cache row of each probed batch row
         result = run_probe(self.model, self.cache, prefix_mask, {at[r]: tree for r, tree in trees.items()}, pad,
                            hidden_layers=layers)
         self.probe_calls += 1
@@ -281,6 +303,12 @@ class SIAMonitor(LogitsProcessor):
             if self.on_event:
                 self.on_event(MonitorEvent("step", row=index, step=record))
         self.probe_seconds += time.perf_counter() - started
+
+    @staticmethod
+    def _mask(row: _Row, length: int) -> torch.Tensor:
+        """The row's attention mask over a sequence of `length`: its prompt's, then ones."""
+        assert row.prompt_mask is not None
+        return torch.cat([row.prompt_mask, row.prompt_mask.new_ones(length - row.start)])
 
     @staticmethod
     def _prefix(row: _Row) -> Prefix:
@@ -304,7 +332,7 @@ class SIAMonitor(LogitsProcessor):
             self._generation = dict(generation)
         if sequences.shape[1] > self._seen_len >= self._prompt_len:
             for index, row in enumerate(self.rows):
-                if not (row.done or self._stopped(index, row, self._seen_len + 1)):
+                if row.trajectory is None and not (row.done or self._stopped(index, row, self._seen_len + 1)):
                     self._feed(index, row, int(sequences[index, self._seen_len]))
         trajectories = []
         for index, row in enumerate(self.rows):
@@ -342,7 +370,7 @@ class SIAMonitor(LogitsProcessor):
             parsed_answer=parse_answer(final_text, row.space) if states else None,
             finish_reason=reason,
             n_tokens=len(row.tokens),
-            elapsed_s=round(time.perf_counter() - self._started, 3),
+            elapsed_s=round(time.perf_counter() - max(self._started, row.started), 3),
             generation=dict(self._generation),
         )
         if self.on_event:
