@@ -49,3 +49,12 @@ class ConstantScorer:
 
     def p_correct(self, prefix: Prefix) -> float:
         return self.value
+
+
+VOTE_SAMPLES = (Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "vote" / "qwen2.5-coder-0.5b-instruct"
+                / "svamp-heldout-t0.7.jsonl.gz")
+
+
+def vote_samples(count: int = 8) -> list[Trajectory]:
+    """The first `count` committed vote samples of the first held-out SVAMP question (T = 0.7)."""
+    return list(itertools.islice(read_trajectories(VOTE_SAMPLES, skip_truncated_tail=True), count))

@@ -88,7 +88,7 @@ def test_the_checks_see_a_cycle() -> None:
 # names are the stages: tasks (questions, answers, prompts) -> records -> probing (the hook) -> the calibrator
 # -> backends (generation) -> guardrail (policy) -> consumers (options, collect, cli, tui).
 STAGES = (
-    ("sia_monitor.errors", "sia_monitor.machine", "sia_monitor.threads"),
+    ("sia_monitor.errors", "sia_monitor.machine", "sia_monitor.threads", "sia_monitor.worker"),
     ("sia_monitor.tasks",),
     ("sia_monitor.trajectory", "sia_monitor.scoring", "sia_monitor.models"),
     ("sia_monitor.probing",),
@@ -117,8 +117,8 @@ def test_modules_import_only_upstream() -> None:
 
 # Everything downstream of generation depends on `backends.base.Backend`, never on the in-process `Monitor`.
 DOWNSTREAM = ("sia_monitor.guardrail.guarded", "sia_monitor.guardrail.live", "sia_monitor.guardrail.replay",
-              "sia_monitor.collect", "sia_monitor.cli.run", "sia_monitor.cli.collect", "tui.sources", "tui.app",
-              "tui.command")
+              "sia_monitor.collect", "sia_monitor.cli.run", "sia_monitor.cli.collect", "sia_monitor.cli.vote",
+              "sia_monitor.guardrail.live_vote", "tui.sources", "tui.app", "tui.command", "tui.vote_app")
 
 
 def test_consumers_depend_on_the_backend_protocol_not_on_monitor() -> None:

@@ -65,7 +65,7 @@ def test_replay_streams_tokens_and_updates_the_curve_gauge_and_answers(tmp_path:
 
     async def scenario(app: SIAMonitorApp, pilot: Pilot[int]) -> None:
         await wait_for(pilot, lambda: len(app.steps) >= 2)
-        curve, gauge = app.query_one(CurvePlot), app.query_one(PCorrectGauge)
+        curve, gauge = app.query_one("#curve", CurvePlot), app.query_one(PCorrectGauge)
         early_curve, early_gauge = list(curve.values), gauge.value
         assert early_curve == [s.entropy_bits for s in app.steps] and early_gauge is not None
         assert 0 < app.tokens < record.n_tokens
@@ -243,7 +243,7 @@ def test_the_layout_fits(tmp_path: Path, size: tuple[int, int]) -> None:
             region = app.query_one(widget).region
             assert region.width >= 20 and region.height >= 1, (widget.__name__, region)
             assert region.right <= width and region.bottom <= height, (widget.__name__, region)
-        assert app.query_one(TopAnswers).region.height >= 3 and app.query_one(CurvePlot).region.height >= 3
+        assert app.query_one(TopAnswers).region.height >= 3 and app.query_one("#curve", CurvePlot).region.height >= 3
 
     run_app(app, scenario, size)
 
@@ -278,7 +278,7 @@ def test_live_mode_on_the_fixture_model_end_to_end(smol: Monitor, tmp_path: Path
         assert app.tokens == held and app.backlog == backlog <= 3  # generation is held between two tokens
         await pilot.press("p")
         await wait_for(pilot, lambda: app.finished, timeout=120)
-        assert app.steps and app.query_one(CurvePlot).values
+        assert app.steps and app.query_one("#curve", CurvePlot).values
         assert "no calibrator" in str(app.query_one(PCorrectGauge).render())
         await pilot.press("q")
         await wait_for(pilot, lambda: app.return_code is not None)

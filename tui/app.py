@@ -73,6 +73,7 @@ class SIAMonitorApp(App[int]):
 
     TITLE = "sia-monitor"
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-short"), (30, "-tall")]
     CSS = """
     Screen { layout: vertical; }
     #status { dock: top; padding: 0 1; background: $boost; }
@@ -80,12 +81,16 @@ class SIAMonitorApp(App[int]):
     #trace { width: 1fr; border: round $primary 60%; padding: 0 1; }
     #side { width: 32; }
     Screen.-wide #side { width: 46; }
-    #gauge, #curve, #answers, #decisions { border: round $secondary 50%; padding: 0 1; }
+    #gauge, #pcurve, #curve, #answers, #decisions { border: round $secondary 50%; padding: 0 1; }
     #gauge { height: auto; }
+    #pcurve { height: 1fr; min-height: 5; }
     #curve { height: 1fr; min-height: 5; }
     #answers { height: 5; }
     Screen.-wide #answers { height: 7; }
     #decisions { height: 1fr; min-height: 4; }
+    Screen.-short #pcurve, Screen.-short #curve, Screen.-short #answers { min-height: 4; height: 1fr; }
+    Screen.-short #answers { max-height: 4; }
+    Screen.-short #decisions { min-height: 3; }
     #legend { padding: 0 1; }
     TraceView, DecisionLog { scrollbar-size-vertical: 1; }
     """
@@ -151,6 +156,8 @@ class SIAMonitorApp(App[int]):
             yield TraceView(id="trace")
             with Vertical(id="side"):
                 yield PCorrectGauge(self.source.calibrated, policy.stop_below, policy.accept_above, id="gauge")
+                if self.source.calibrated:  # what a user watches: P(correct) step by step
+                    yield CurvePlot(ceiling=1.0, id="pcurve")
                 yield CurvePlot(floor=1.0, id="curve")
                 yield TopAnswers(id="answers")
                 yield DecisionLog(id="decisions")
@@ -241,7 +248,8 @@ class SIAMonitorApp(App[int]):
         self.query_one(TraceView).close_step(step, change)
         entropies = [s.entropy_bits for s in self.steps]
         colours = [tint_for(None if i == 0 else entropies[i] - entropies[i - 1]).colour for i in range(len(entropies))]
-        self.query_one(CurvePlot).set_values(entropies, colours)
+        self.query_one("#curve", CurvePlot).set_values(entropies, colours)
+        self._p_curve()
         self.query_one(PCorrectGauge).set_value(step.p_correct)
         self.query_one(TopAnswers).set_top(step.top)
 
@@ -267,7 +275,8 @@ class SIAMonitorApp(App[int]):
             self._attempt_started, self._paused_s = self.clock(), 0.0
             self.query_one(TraceView).reset(Text(f"attempt {self.attempt + 1}: {self.source.describe()}",
                                                  style="dim italic"))
-            self.query_one(CurvePlot).set_values([])
+            self.query_one("#curve", CurvePlot).set_values([])
+            self._p_curve()
             self.query_one(PCorrectGauge).set_value(None)
             self.query_one(TopAnswers).set_top([])
             return
@@ -277,6 +286,14 @@ class SIAMonitorApp(App[int]):
         kept = self.attempts[self.best]
         if len(self.attempts) > 1:
             self._note("kept", f"attempt {self.best + 1} of {len(self.attempts)}: {answer_of(kept)}")
+
+    def _p_curve(self) -> None:
+        """P(correct) after each step of the attempt on screen, each bar coloured as the gauge colours it."""
+        if not self.source.calibrated:
+            return
+        values = [s.p_correct if s.p_correct is not None else 0.0 for s in self.steps]
+        gauge = self.query_one(PCorrectGauge)
+        self.query_one("#pcurve", CurvePlot).set_values(values, [gauge.colour(v) for v in values])
 
     def _note(self, kind: str, message: str) -> None:
         self.query_one(DecisionLog).add(kind, message)
@@ -325,10 +342,13 @@ class SIAMonitorApp(App[int]):
         else:
             state = "▶ " + self.source.describe()
         trace.border_subtitle = state
-        curve = self.query_one(CurvePlot)
-        curve_box = self.query_one("#curve")
-        curve_box.border_title = "answer entropy"
-        curve_box.border_subtitle = f"0–{curve.top:g} bits"
+        curve = self.query_one("#curve", CurvePlot)
+        curve.border_title = "answer entropy by step"
+        curve.border_subtitle = f"0–{curve.top:g} bits"
+        if self.source.calibrated:
+            p_curve = self.query_one("#pcurve", CurvePlot)
+            p_curve.border_title = "P(correct) by step"
+            p_curve.border_subtitle = "0–1"
 
     # -- keys -----------------------------------------------------------------------------------------------
     def _over(self) -> bool:
@@ -403,7 +423,7 @@ class SIAMonitorApp(App[int]):
         self.exported.append(path)
         count = f"{len(records)} trajector{'y' if len(records) == 1 else 'ies'}"
         self._note("info", f"exported {count} to {path}")
-        self.notify(f"exported to {path}", title="export")
+        self.notify(path.name, title=f"exported {count}", timeout=3)  # the log line has the whole path
 
     async def action_quit(self) -> None:
         """Stop the source, wait for what it generated, save it, exit (also Ctrl-C and Ctrl-Q)."""

@@ -7,7 +7,6 @@ worker thread behind `stream()`.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
@@ -28,6 +27,7 @@ from sia_monitor.scoring import StepScorer
 from sia_monitor.tasks.answers import NUMERIC, AnswerSpace, parse_answer
 from sia_monitor.tasks.prompts import build_messages, probe_suffix
 from sia_monitor.trajectory import MonitorEvent, Trajectory
+from sia_monitor.worker import stream_from_worker
 
 
 class Monitor:
@@ -190,37 +190,9 @@ class Monitor:
         Closing the iterator early (or setting `cancel`) stops the generation within one token.
         """
         cancel = cancel or threading.Event()
-        events: queue.Queue[MonitorEvent | BaseException | None] = queue.Queue()
-
-        def work() -> None:
-            try:
-                self.generate(question, space, settings, on_event=events.put, cancel=cancel, row_stopper=row_stopper)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it in its own thread
-                events.put(exc)
-            finally:
-                events.put(None)
-
-        worker = threading.Thread(target=work, name="sia-monitor-generate", daemon=True)
-        worker.start()
-        interrupted = False
-        try:
-            while True:
-                try:
-                    item = events.get()
-                except KeyboardInterrupt:  # Ctrl-C: stop generating, but still deliver what was made
-                    interrupted = True
-                    cancel.set()
-                    continue
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            cancel.set()
-            worker.join()
-        if interrupted:
-            raise KeyboardInterrupt
+        return stream_from_worker(
+            lambda put: self.generate(question, space, settings, on_event=put, cancel=cancel, row_stopper=row_stopper),
+            cancel.set, "sia-monitor-generate")
 
     def force_answer(
         self, question: str, space: AnswerSpace, reasoning: str, max_new_tokens: int = 16

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sia_monitor.options import add_answer_options, add_calibrator_options, add_guardrail_options, add_model_options
+from sia_monitor.options import (
+    add_answer_options,
+    add_calibrator_options,
+    add_guardrail_options,
+    add_model_options,
+    add_vote_options,
+)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -37,8 +43,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     tui.add_argument("--save", type=Path, default=None, metavar="FILE",
                      help="where quitting writes the session, every attempt (default for a live run: "
                      "sia-monitor-runs/<timestamp>.jsonl; a replay is saved only when this is given)")
+    tui.add_argument("--vote", action="store_true",
+                     help="watch a vote over samples instead of one generation (a temperature of 0 becomes 0.7)")
     add_answer_options(tui, help_type="answer space, as for `run`")
     add_guardrail_options(tui)
+    add_vote_options(tui)
     add_calibrator_options(tui)
     add_model_options(tui)
     tui.set_defaults(handler=command)

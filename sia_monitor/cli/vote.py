@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import queue
 import statistics
-import threading
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -61,6 +59,7 @@ class VoteView:
         self.policy = policy
         self.lanes: dict[int, dict[str, object]] = {}
         self.tally: VoteResult | None = None
+        self.selected: int | None = None  # the lane a UI's keys act on (the TUI), marked with ▶
 
     def update(self, event: VoteEvent) -> None:
         if event.sample is not None:
@@ -75,6 +74,10 @@ class VoteView:
                     lane["tokens"] = event.trajectory.n_tokens
                     if event.kind == "finished":
                         lane["top"] = event.trajectory.parsed_answer or "-"
+                ballot = next((b for b in (event.tally.ballots if event.tally else []) if b.sample == event.sample),
+                              None)
+                if ballot is not None:
+                    lane["tokens"] = ballot.tokens  # what the sample cost: up to its kill or cancellation
         if event.tally is not None:
             self.tally = event.tally
 
@@ -88,7 +91,8 @@ class VoteView:
                 ("█" * round(10 * float(p)), "green" if float(p) >= 0.6 else "yellow" if float(p) >= 0.3 else "red"),
                 ("░" * (10 - round(10 * float(p))), "dim"), f" {float(p):.2f}")
             status = str(lane["status"])
-            samples.add_row(f"#{index + 1}", Text(status, style=STATUS_STYLE[status]), str(lane["step"]), bar,
+            label = Text(f"▶#{index + 1}", style="bold reverse") if index == self.selected else Text(f" #{index + 1}")
+            samples.add_row(label, Text(status, style=STATUS_STYLE[status]), str(lane["step"]), bar,
                             Text(str(lane["top"])), str(lane["tokens"]))
         tally = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("answer", "votes", "weight"):
@@ -109,42 +113,24 @@ def command(args: argparse.Namespace) -> int:
         raise SIAError("A vote needs samples that differ: give --temperature above 0.")
     prepared = prepare(args, err, save=args.save)
     monitor = load_monitor(prepared.model, err, prepared.scorer)
-    events: queue.Queue[VoteEvent | BaseException | None] = queue.Queue()
-    vote = LiveVote(monitor, prepared.question, prepared.space, policy, prepared.settings, on_event=events.put)
-    outcome: list[VoteResult] = []
-
-    def work() -> None:
-        try:
-            outcome.append(vote.run())
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            events.put(exc)
-        finally:
-            events.put(None)
-
-    worker = threading.Thread(target=work, name="sia-monitor-vote", daemon=True)
-    worker.start()
+    vote = LiveVote(monitor, prepared.question, prepared.space, policy, prepared.settings)
     view = VoteView(policy)
     interrupted = False
-    with Live(view.render(), console=console, refresh_per_second=8, transient=False) if not args.json else \
-            _NoLive() as live:
-        while True:
-            try:
-                item = events.get()
-            except KeyboardInterrupt:  # Ctrl-C: end the vote now; what finished still votes
-                interrupted = True
-                vote.stop()
-                continue
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            if args.json:
-                print(json.dumps(item.to_json(), ensure_ascii=False), flush=True)
-            else:
-                view.update(item)
-                live.update(view.render())
-    worker.join()
-    result = outcome[0]
+    result: VoteResult | None = None
+    with Live(view.render(), console=console, refresh_per_second=8) if not args.json else _NoLive() as live:
+        try:
+            for event in vote.stream():
+                if args.json:
+                    print(json.dumps(event.to_json(), ensure_ascii=False), flush=True)
+                else:
+                    view.update(event)
+                    live.update(view.render())
+                if event.kind == "vote" and event.final:
+                    result = event.tally
+        except KeyboardInterrupt:  # the vote ended at the next token; its final event came before this
+            interrupted = True
+    if result is None:
+        return 1
     if not args.json:
         console.print()
         _summary(console, result, policy, vote.wall_s)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from sia_monitor.guardrail.vote import Ballot, VotePolicy, VoteResult, decided, 
 from sia_monitor.probing.stopping import RowStopper
 from sia_monitor.tasks.answers import NUMERIC, AnswerSpace, answer_key
 from sia_monitor.trajectory import MonitorEvent, StepRecord, Trajectory
+from sia_monitor.worker import stream_from_worker
 
 VoteEventKind = Literal["started", "step", "killed", "finished", "cancelled", "vote"]
 
@@ -120,6 +121,26 @@ class LiveVote:
         self._user_stop = True
 
     # -- the vote ---------------------------------------------------------------------------------------
+    def stream(self) -> Iterator[VoteEvent]:
+        """Run the vote in a worker thread and yield its events here as they happen (the last is the final
+        `vote` event, whose tally is the result). Ctrl-C or closing the iterator ends the vote at the next
+        token; what finished still votes."""
+        listener = self.on_event
+
+        def produce(put: Callable[[VoteEvent], None]) -> None:
+            def hear(event: VoteEvent) -> None:
+                if listener is not None:
+                    listener(event)
+                put(event)
+
+            self.on_event = hear
+            try:
+                self.run()
+            finally:
+                self.on_event = listener
+
+        return stream_from_worker(produce, self.stop, "sia-monitor-vote")
+
     def run(self) -> VoteResult:
         began = time.perf_counter()
         first = min(self.policy.width, self.policy.samples)

@@ -22,10 +22,12 @@ class CurvePlot(Widget):
 
     DEFAULT_CSS = "CurvePlot { height: 1fr; min-height: 2; }"
 
-    def __init__(self, floor: float = 1.0, empty: str = "no steps yet", *, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(self, floor: float = 1.0, empty: str = "no steps yet", *, ceiling: float | None = None,
+                 axis: bool = True, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.floor = floor
+        self.ceiling = ceiling  # a fixed top (P(correct): 1), else it follows the data
+        self.axis = axis  # a last line naming the first and last step shown
         self.empty = empty
         self.values: list[float] = []
         self.colours: list[str] = []
@@ -38,6 +40,8 @@ class CurvePlot(Widget):
     @property
     def top(self) -> float:
         """The value at the top of the plot."""
+        if self.ceiling is not None:
+            return self.ceiling
         highest = max(self.values, default=0.0)
         return max(self.floor, math.ceil(highest * 2) / 2)
 
@@ -45,10 +49,14 @@ class CurvePlot(Widget):
         width, height = self.content_size.width, self.content_size.height
         if not self.values or width < 1 or height < 1:
             return Text(self.empty, style="dim")
+        axis = self.axis and height >= 3
+        if axis:
+            height -= 1
         count = len(self.values)
         bar, gap = (2, 1) if count * 3 <= width else (1, 1) if count * 2 <= width else (1, 0)
         shown = max(1, width // (bar + gap)) if gap else width
         values = self.values[-shown:]
+        first = count - len(values) + 1  # the step number of the first bar shown
         colours = (self.colours[-shown:] if len(self.colours) >= len(values) else [""] * len(values))
         top = self.top
         levels = [round(min(v, top) / top * height * 8) for v in values]
@@ -65,4 +73,10 @@ class CurvePlot(Widget):
                     text.append(" " * gap)
             if row < height - 1:
                 text.append("\n")
+        if axis:
+            left, right = f"step {first}", str(count)
+            used = len(values) * (bar + gap) - gap
+            span = max(used, len(left) + len(right) + 1)
+            text.append("\n" + left + right.rjust(span - len(left)) if count > first else "\n" + left,
+                        style="dim")
         return text

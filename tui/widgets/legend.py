@@ -10,12 +10,12 @@ from .trace import STEP_MARK, TINTS
 
 def legend_text() -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append("step tint = entropy change: ", style="dim")
+    text.append("tint = Δ entropy (bits): ", style="dim")
     for tint in TINTS:
         text.append(" " + tint.label + " ", style=tint.background or "reverse dim")
         text.append(" ")
     text.append(f" {STEP_MARK}n", style="cyan")
-    text.append(" = end of step n", style="dim")
+    text.append(" = step n ends", style="dim")
     return text
 
 

@@ -33,11 +33,13 @@ class Tint:
     high: float
 
 
+# Backgrounds are exact xterm-256 colours, so a 256-colour terminal shows four different tints (the earlier
+# #1d5c36 and #2b4433 both became colour 23 there, and the legend could not be read).
 TINTS: tuple[Tint, ...] = (
-    Tint("big-drop", "fell ≥0.5", "on #1d5c36", "#3fbf6f", float("-inf"), -0.5),
-    Tint("drop", "fell 0.1-0.5", "on #2b4433", "#8fcf9f", -0.5, -0.1),
+    Tint("big-drop", "≤−0.5", "on #008700", "#3fbf6f", float("-inf"), -0.5),
+    Tint("drop", "−0.5…−0.1", "on #005f00", "#8fcf9f", -0.5, -0.1),
     Tint("flat", "±0.1", "", "#9aa5b1", -0.1, 0.1),
-    Tint("rise", "rose ≥0.1", "on #5c2630", "#e06070", 0.1, float("inf")),
+    Tint("rise", "≥+0.1", "on #870000", "#e06070", 0.1, float("inf")),
 )
 FLAT = TINTS[2]
 
