@@ -7,7 +7,8 @@ steps from step {2, 3}), weights (power {1, 2}), adaptive stop (confidence {0.7,
 orders. The choice: the fewest tokens among the policies whose dev accuracy is at least majority@n's
 (n = the dev samples), ties to the higher accuracy.
 
-    python benchmarks/tune_vote.py            # about a minute without a model
+    python benchmarks/tune_vote.py --questions 68     # the run that chose the shipped defaults
+    python benchmarks/tune_vote.py                    # on every dev question collected so far
 
 Writes benchmarks/results/tune_vote.json (the whole grid, sorted, and the choice).
 """
@@ -49,9 +50,13 @@ def main() -> None:
     parser.add_argument("--dev", nargs="+", type=Path, default=DEV)
     parser.add_argument("--samples", type=int, default=8, help="samples per dev question (default 8)")
     parser.add_argument("--orders", type=int, default=10)
+    parser.add_argument("--questions", type=int, default=None,
+                        help="use only the first N complete dev questions (the shipped defaults: --questions 68)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tune_vote.json")
     args = parser.parse_args()
     dev = load_questions(args.dev, args.samples)
+    if args.questions is not None:
+        dev = dict(list(dev.items())[: args.questions])
     if not dev:
         raise SystemExit("no dev question has all its samples yet (see benchmarks/data/vote/README.md)")
     reference = evaluate(majority(args.samples), dev, args.orders)
