@@ -140,16 +140,49 @@ def assemble_verified(spec: ModelSpec, destination: Path, progress: Callable[[in
     return destination
 
 
-def _progress_bar(description: str) -> tuple[Any, Callable[[int, int], None]]:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+def _conversion_progress() -> Any:
+    """One rich display for the whole first-time conversion: bytes verified, then tensors converted."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True)
-    task = bar.add_task(description, total=None)
+    return Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True)  # stderr: `--json` output stays clean
 
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
 
-    return bar, update
+@contextlib.contextmanager
+def _gguf_tensors_on(progress: Any, description: str) -> Iterator[None]:
+    """Drive `progress` from transformers' GGUF tensor loop instead of letting it print its own tqdm bar.
+
+    transformers wraps that loop in `tqdm.auto.tqdm` directly (not its own switchable bars), so on a terminal a
+    first run printed ~30 tqdm lines under our display. Should a later transformers rename the hook, the
+    conversion still runs, only silently: `TQDM_DISABLE` turns every other tqdm bar off meanwhile.
+    """
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    task = progress.add_task(description, total=None)
+
+    def counted(iterable: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        items = list(iterable)
+        progress.update(task, total=len(items))
+        for item in items:
+            yield item
+            progress.advance(task)
+
+    saved_env = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    hooked = hasattr(gguf_utils, "tqdm")
+    saved_hook = getattr(gguf_utils, "tqdm", None)
+    if hooked:
+        gguf_utils.tqdm = counted
+    try:
+        yield
+    finally:
+        if hooked:
+            gguf_utils.tqdm = saved_hook
+        if saved_env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = saved_env
 
 
 def _strip_quantization(model: PreTrainedModel) -> None:
@@ -167,27 +200,43 @@ def prepare_registry_model(spec: ModelSpec) -> Path:
         return cached
     target = cache_root() / "models" / spec.name
     import torch
-    from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    console = Console(stderr=True)
+    configure_threads()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar would be a second display under ours
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     gguf_name = "model.gguf"
-    bar, update = _progress_bar(f"Assembling and verifying {spec.name}")
-    with bar:
-        assemble_verified(spec, staging / gguf_name, update)
-    with console.status(f"Converting {spec.name} to bf16 safetensors (once; 15-60 s)"):
+    with _conversion_progress() as progress, _quiet_transformers():
+        verify = progress.add_task(f"Verifying {spec.name} (sha256)", total=None)
+        assemble_verified(spec, staging / gguf_name,
+                          lambda done, total: progress.update(verify, completed=done, total=total))
+        reading = progress.add_task("Reading the tokenizer from the GGUF file", total=None)
         tokenizer = AutoTokenizer.from_pretrained(staging, gguf_file=gguf_name)
-        model = AutoModelForCausalLM.from_pretrained(staging, gguf_file=gguf_name, dtype=torch.bfloat16)
+        progress.update(reading, total=1, completed=1)
+        with _gguf_tensors_on(progress, "Converting the weights to bf16 (once)"):
+            model = AutoModelForCausalLM.from_pretrained(staging, gguf_file=gguf_name, dtype=torch.bfloat16)
+        saving = progress.add_task("Saving the converted model", total=None)
         _strip_quantization(model)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        progress.update(saving, total=1, completed=1)
     (staging / gguf_name).unlink()
     (staging / _MANIFEST).write_text(json.dumps({"name": spec.name, "source_sha256": spec.sha256}, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+def convert_if_needed(name_or_path: str) -> None:
+    """Run a registry model's one-time conversion now, under its own progress display.
+
+    Why separately: callers show a "Loading" spinner around `load_model`, and two live displays on one
+    terminal overwrite each other's lines. Anything that is not a registry name needs no conversion.
+    """
+    if name_or_path in REGISTRY:
+        prepare_registry_model(REGISTRY[name_or_path])
 
 
 # What a local model directory must hold before transformers is asked to load it. Without these checks a

@@ -295,6 +295,8 @@ def load_monitor(model: ModelOptions, err: Console, scorer: StepScorer | None = 
     """The one way from options to a ready monitor: the model loaded (with a status line), the step mode set,
     and the scorer that fills P(correct)."""
     from sia_monitor.backends.in_process import Monitor
+    from sia_monitor.models import convert_if_needed
 
+    convert_if_needed(model.model)  # a first run's conversion has a progress bar of its own, not the spinner
     with err.status(f"Loading {model.model}"):
         return Monitor.load(model.model, segmenter=model.steps, step_regex=model.step_regex, scorer=scorer, **kwargs)
