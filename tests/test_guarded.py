@@ -93,6 +93,23 @@ def test_a_resample_with_no_saved_sample_left_stops() -> None:
     assert decision.action == "stop" and "no other saved trace to resample" in decision.reason
 
 
+def test_another_attempt_after_the_end_only_when_there_is_one_to_give() -> None:
+    records = svamp_records()
+    run = GuardedRun(ReplayBackend([records[STALLS], records[CLEAN]], speed=0), GuardrailPolicy(), auto=False)
+    assert not run.another()  # still running: not before its end
+    first = list(run.events())
+    assert first[-1].detail == {"attempt": 0, "more": False, "best": 0}
+    assert run.another() and not run.another()  # opened once, not twice
+    second = list(run.events())
+    assert second[-1].detail["attempt"] == 1 and second[-1].detail["more"] is False
+    assert [t.n_tokens for t in run.attempts] == [records[STALLS].n_tokens, records[CLEAN].n_tokens]
+    assert not run.another()  # a replay has no third saved trace
+    closed = GuardedRun(ReplayBackend(records[:3], speed=0), GuardrailPolicy(), auto=False)
+    list(closed.events())
+    closed.cancel()
+    assert not closed.another()  # after quitting, nothing new starts
+
+
 def test_accept_ends_a_converged_replay_with_the_probes_answer() -> None:
     record = svamp_records(ACCEPTS + 1)[ACCEPTS]
     run = GuardedRun(ReplayBackend([record], speed=0, scorer=EntropyScorer()), GuardrailPolicy(accept_above=0.9))

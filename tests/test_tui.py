@@ -167,6 +167,29 @@ def test_resample_key_moves_to_the_next_sample(tmp_path: Path) -> None:
     assert app.best == 1 and app.attempts[1].n_tokens == second.n_tokens
 
 
+def test_after_a_stop_the_resample_key_offers_another_attempt(tmp_path: Path) -> None:
+    records = svamp_records()
+    first, second = records[STALLS], as_resample(records[CLEAN], records[STALLS])
+    app = make_app(replay([first, second], speed=40), tmp_path)
+
+    async def scenario(app: SIAMonitorApp, pilot: Pilot[int]) -> None:
+        await wait_for(pilot, lambda: app.tokens >= 10)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.finished and app.source_done)
+        await pilot.press("r")  # the run is over: one more attempt, not "the run is over"
+        await wait_for(pilot, lambda: app.attempt == 1)
+        assert "attempt 2" in str(app.query_one(TraceView).border_title)
+        await wait_for(pilot, lambda: app.finished and app.source_done)
+        await pilot.press("r")  # a replay has no third saved trace: said so, nothing changes
+        await pilot.pause(0.1)
+        assert "no other attempt" in log_text(app) and app.attempt == 1 and app.finished
+
+    run_app(app, scenario)
+    assert [t.finish_reason for t in app.attempts] == ["stopped", "eos"]
+    assert app.attempts[1].n_tokens == second.n_tokens and app.best in (0, 1)
+    assert all(t.generation["best_attempt"] == app.best for t in app.attempts)
+
+
 def test_guardrail_toggled_on_stops_by_policy_with_a_visible_reason(tmp_path: Path) -> None:
     record = svamp_records()[STALLS]
     app = make_app(replay([record], speed=40), tmp_path)
@@ -280,11 +303,15 @@ def test_live_mode_on_the_fixture_model_end_to_end(smol: Monitor, tmp_path: Path
         await wait_for(pilot, lambda: app.finished, timeout=120)
         assert app.steps and app.query_one("#curve", CurvePlot).values
         assert "no calibrator" in str(app.query_one(PCorrectGauge).render())
+        await wait_for(pilot, lambda: app.source_done, timeout=30)
+        await pilot.press("r")  # after the end, a new attempt with a new seed
+        await wait_for(pilot, lambda: app.attempt == 1 and app.finished, timeout=120)
         await pilot.press("q")
         await wait_for(pilot, lambda: app.return_code is not None)
 
     run_app(app, scenario)
-    (saved,) = read_trajectories(tmp_path / "live.jsonl")
+    saved, again = read_trajectories(tmp_path / "live.jsonl")
+    assert again.generation["attempt"] == 1 and again.generation["seed"] != saved.generation["seed"]
     assert saved.model_id == "smollm2-135m-instruct" and saved.finish_reason in ("length", "eos")
     assert saved.n_tokens == 24 or saved.finish_reason == "eos"
-    assert saved.final_text and "".join(app.text).strip() == saved.final_text.strip()
+    assert saved.final_text and again.final_text and "".join(app.text).strip() == again.final_text.strip()

@@ -269,16 +269,7 @@ class SIAMonitorApp(App[int]):
                            f"({trajectory.n_tokens} tok)")
         if detail.get("more"):
             self._earlier_s = elapsed
-            self.attempt += 1
-            self.steps, self.tokens, self.text, self.attempt_decisions = [], 0, [], []
-            self.last_action = None
-            self._attempt_started, self._paused_s = self.clock(), 0.0
-            self.query_one(TraceView).reset(Text(f"attempt {self.attempt + 1}: {self.source.describe()}",
-                                                 style="dim italic"))
-            self.query_one("#curve", CurvePlot).set_values([])
-            self._p_curve()
-            self.query_one(PCorrectGauge).set_value(None)
-            self.query_one(TopAnswers).set_top([])
+            self._next_attempt()
             return
         self.finished = True
         self._final_elapsed = elapsed
@@ -286,6 +277,19 @@ class SIAMonitorApp(App[int]):
         kept = self.attempts[self.best]
         if len(self.attempts) > 1:
             self._note("kept", f"attempt {self.best + 1} of {len(self.attempts)}: {answer_of(kept)}")
+
+    def _next_attempt(self) -> None:
+        """Clear the screen's attempt state for the next attempt (the source's attempt counter leads)."""
+        self.attempt += 1
+        self.steps, self.tokens, self.text, self.attempt_decisions = [], 0, [], []
+        self.last_action = None
+        self._attempt_started, self._paused_s = self.clock(), 0.0
+        self.query_one(TraceView).reset(Text(f"attempt {self.attempt + 1}: {self.source.describe()}",
+                                             style="dim italic"))
+        self.query_one("#curve", CurvePlot).set_values([])
+        self._p_curve()
+        self.query_one(PCorrectGauge).set_value(None)
+        self.query_one(TopAnswers).set_top([])
 
     def _p_curve(self) -> None:
         """P(correct) after each step of the attempt on screen, each bar coloured as the gauge colours it."""
@@ -354,7 +358,8 @@ class SIAMonitorApp(App[int]):
     def _over(self) -> bool:
         """Whether the run has ended (then say so: a key that does nothing should not look broken)."""
         if self.finished:
-            self._note("info", "the run is over: e exports it, q quits")
+            again = "r samples another attempt, " if self.source.mode == "live" else ""
+            self._note("info", f"the run is over: {again}e exports it, q quits")
         return self.finished or self._quitting
 
     def action_stop(self) -> None:
@@ -365,11 +370,30 @@ class SIAMonitorApp(App[int]):
         self.source.stop()
 
     def action_resample(self) -> None:
-        """Abandon this trace and sample a new one (new seed, temperature bump)."""
+        """Abandon this trace and sample a new one (new seed, temperature bump); once the run is over, sample
+        one more attempt, which joins the others (the kept attempt is chosen again over all of them)."""
+        if self.finished and not self._quitting and self.error is None:
+            self._another_attempt()
+            return
         if self._over():
             return
         self._unpause()
         self.source.resample()
+
+    def _another_attempt(self) -> None:
+        if self._worker is not None and not self.source_done:
+            return  # the final event is on screen but the worker has not returned yet: the next key will do
+        if not self.source.another():
+            self._note("info", "no other attempt to show (a replay plays only its saved traces): "
+                               "e exports, q quits")
+            return
+        self._earlier_s = self._elapsed()
+        self.finished, self.source_done, self.best = False, False, None
+        self._final_elapsed = None
+        self._next_attempt()
+        self._note("resample", f"attempt {self.attempt + 1} asked for after the run ended")
+        self._titles()
+        self._worker = self.run_worker(self._pump, thread=True, name="sia-monitor-source", exit_on_error=False)
 
     def action_pause(self) -> None:
         """Pause or resume the stream; a paused generation waits between two tokens."""

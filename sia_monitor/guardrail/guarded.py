@@ -135,6 +135,21 @@ class GuardedRun:
                 self._cancel.set()
         self.gate.resume()
 
+    def another(self) -> bool:
+        """After the run has ended, open one more attempt (a new seed; the next `events()` call generates it).
+
+        Why: a user who stopped a trace, or read a finished one, may still want a second opinion; the new
+        attempt joins `attempts` and the kept one is chosen again over all of them. False when there is none
+        to give: the run is still going, it was cancelled (quit), or a replay has no further saved trace.
+        """
+        with self._lock:
+            limit = self.backend.max_attempts
+            if not self.finished or self._closed or (limit is not None and self.attempt + 1 >= limit):
+                return False
+            self.finished = False
+            self.attempt += 1
+            return True
+
     def pause(self) -> None:
         self.gate.pause()
 
