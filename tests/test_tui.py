@@ -16,6 +16,7 @@ import pytest
 from replay_data import CLEAN, STALLS, EntropyScorer, as_resample, svamp_records, write_sample
 from rich.text import Text
 from textual.pilot import Pilot
+from textual.widgets import Static
 
 from sia_monitor.backends.base import GenerationSettings
 from sia_monitor.backends.in_process import Monitor
@@ -269,6 +270,28 @@ def test_the_layout_fits(tmp_path: Path, size: tuple[int, int]) -> None:
         assert app.query_one(TopAnswers).region.height >= 3 and app.query_one("#curve", CurvePlot).region.height >= 3
 
     run_app(app, scenario, size)
+
+
+def test_the_question_stays_pinned_and_the_title_counts_the_lines_scrolled_away(tmp_path: Path) -> None:
+    record = svamp_records()[STALLS]  # long enough to scroll at 80x24
+    app = make_app(replay([record], speed=0), tmp_path)
+
+    async def scenario(app: SIAMonitorApp, pilot: Pilot[int]) -> None:
+        await wait_for(pilot, lambda: app.finished)
+        trace = app.query_one(TraceView)
+        await wait_for(pilot, lambda: "above" in str(trace.border_title))
+        question = str(trace.query_one("#trace-question", Static).render())
+        assert question.startswith("Q: " + record.question[:20])
+        assert len(question.splitlines()) <= TraceView.QUESTION_LINES
+        assert trace.lines_above > 0 and f"↑{trace.lines_above} lines above" in str(trace.border_title)
+        assert record.question not in trace.plain  # the scrolling text is the generation alone
+        body = trace.query_one("#trace-body")
+        body.scroll_home(animate=False)
+        await wait_for(pilot, lambda: "above" not in str(trace.border_title))
+        assert str(trace.border_title) == "generation · attempt 1"
+        assert body.scrollbar_size_vertical == 0  # no lone scrollbar glyph inside the text
+
+    run_app(app, scenario)
 
 
 def test_replay_from_the_command_line_options(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from textual.pilot import Pilot
 from sia_monitor.guardrail.policy import GuardrailPolicy
 from tui.app import SIAMonitorApp, create_app
 from tui.sources import ReplaySource
+from tui.widgets import TraceView
 
 
 def finished_app(source: ReplaySource, tmp_path: Path) -> tuple[SIAMonitorApp, object]:
@@ -28,6 +29,10 @@ def finished_app(source: ReplaySource, tmp_path: Path) -> tuple[SIAMonitorApp, o
             assert time.monotonic() < deadline, "the replay did not finish"
             await pilot.pause(0.02)
         await pilot.pause(0.2)  # let the last flush render and the scroll anchors settle
+        trace = app.query_one(TraceView)
+        while trace.lines_above and "above" not in str(trace.border_title):  # the title follows the layout
+            assert time.monotonic() < deadline, "the trace title did not settle"
+            await pilot.pause(0.02)
 
     return app, run_before
 

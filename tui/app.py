@@ -92,7 +92,7 @@ class SIAMonitorApp(App[int]):
     Screen.-short #answers { max-height: 4; }
     Screen.-short #decisions { min-height: 3; }
     #legend { padding: 0 1; }
-    TraceView, DecisionLog { scrollbar-size-vertical: 1; }
+    DecisionLog { scrollbar-size-vertical: 1; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "stop", "Stop"),
@@ -169,7 +169,8 @@ class SIAMonitorApp(App[int]):
         self.query_one("#answers").border_title = "top answers"
         self.query_one("#decisions").border_title = "decisions"
         trace = self.query_one(TraceView)
-        trace.reset(Text.assemble(("Q: ", "bold"), (self.source.question, "italic")))
+        trace.set_question(self.source.question)
+        trace.reset()
         self._titles()
         self._show_status()
         self.set_interval(self.flush_interval, self._drain)
@@ -335,7 +336,7 @@ class SIAMonitorApp(App[int]):
 
     def _titles(self) -> None:
         trace = self.query_one(TraceView)
-        trace.border_title = f"generation · attempt {self.attempt + 1}"
+        trace.set_title(f"generation · attempt {self.attempt + 1}")
         if self.error is not None:
             state = "error"
         elif self.finished:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
 from sia_monitor.trajectory import StepRecord
@@ -54,16 +54,35 @@ def tint_for(change: float | None) -> Tint:
     return FLAT
 
 
-class TraceView(VerticalScroll):
-    """The streamed text: closed steps tinted and marked `¶n`, the step being written plain.
+class _TraceBody(VerticalScroll):
+    """The scrolling part of `TraceView`; tells it when the user scrolls (for its title). While anchored, the
+    compositor moves the scroll position during layout without running watchers, so `TraceView.render_text`
+    refreshes the title after each refresh instead."""
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:  # the user scrolled
+        super().watch_scroll_y(old_value, new_value)
+        if isinstance(self.parent, TraceView):
+            self.parent.show_title()
+
+
+class TraceView(Vertical):
+    """The question, pinned, over the streamed text: closed steps tinted and marked `¶n`, the step being written
+    plain.
 
     Tokens and steps are added as they arrive; `render_text()` is called once per UI flush, so a fast
-    stream costs one re-render per flush, not one per token. It follows the end until the user scrolls up.
+    stream costs one re-render per flush, not one per token. The text follows the end until the user scrolls up.
+
+    Why the question is pinned and the scrollbar hidden: scrolled to the end, the view used to begin mid-question
+    (a stray "monday?" at the top) and the 1-column scrollbar drew a lone "▁" inside the text. Now the question
+    always reads whole (up to `QUESTION_LINES` lines), and the title says how many lines are above the view.
     """
 
+    QUESTION_LINES = 3
     DEFAULT_CSS = """
     TraceView { height: 1fr; }
-    TraceView > #trace-text { width: 1fr; height: auto; min-height: 100%; }
+    TraceView > #trace-question { height: auto; border-bottom: dashed $secondary 40%; }
+    TraceView > #trace-body { height: 1fr; scrollbar-size-vertical: 0; }
+    TraceView #trace-text { width: 1fr; height: auto; min-height: 100%; }
     """
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
@@ -71,9 +90,54 @@ class TraceView(VerticalScroll):
         self._done_text = Text()
         self._pending: list[str] = []
         self._dirty = True
+        self._question = ""
+        self._title = ""
 
     def compose(self) -> ComposeResult:
-        yield Static(id="trace-text")
+        yield Static(id="trace-question")
+        with _TraceBody(id="trace-body"):
+            yield Static(id="trace-text")
+
+    def on_mount(self) -> None:
+        self.query_one(_TraceBody).anchor()  # stay at the end as text arrives, until the user scrolls away
+
+    def on_resize(self) -> None:
+        self._show_question()
+
+    def set_question(self, question: str) -> None:
+        """The question shown above the text for the whole session (attempts share it)."""
+        self._question = " ".join(question.split())
+        self._show_question()
+
+    def set_title(self, title: str) -> None:
+        """The border title; a count of the lines scrolled out of view is added to it while there are any."""
+        self._title = title
+        self.show_title()
+
+    @property
+    def lines_above(self) -> int:
+        """Lines of text above the visible part (0 at the top)."""
+        return max(0, round(self.query_one(_TraceBody).scroll_y))
+
+    def show_title(self) -> None:
+        above = self.lines_above
+        lines = "line" if above == 1 else "lines"
+        self.border_title = f"{self._title} · ↑{above} {lines} above" if above else self._title
+
+    def _show_question(self) -> None:
+        """The question, wrapped to the view's width and cut to `QUESTION_LINES` lines with an ellipsis."""
+        widget = self.query_one("#trace-question", Static)
+        width = widget.content_region.width or max(self.content_region.width, 20)
+        text = Text.assemble(("Q: ", "bold"), (self._question, "italic"))
+        lines = text.wrap(self.app.console, width)
+        if len(lines) > self.QUESTION_LINES:
+            kept = lines[: self.QUESTION_LINES]
+            last = kept[-1]
+            last.rstrip()
+            last.truncate(width - 1)
+            last.append("…")
+            text = Text("\n").join(kept)
+        widget.update(text)
 
     def reset(self, header: Text | str = "") -> None:
         """Start over (a new attempt) with an optional header line."""
@@ -130,6 +194,4 @@ class TraceView(VerticalScroll):
             return
         self._dirty = False
         self.query_one("#trace-text", Static).update(self.text)
-
-    def on_mount(self) -> None:
-        self.anchor()  # stay at the end as text arrives, until the user scrolls away
+        self.call_after_refresh(self.show_title)  # the anchored scroll position is known after layout
