@@ -73,7 +73,8 @@ def test_kill_uses_the_guardrail_stop_rule() -> None:
 
 
 def test_weights_are_the_last_p_correct() -> None:
-    assert VotePolicy().weight(sample("7", [0.2, 0.6])) == pytest.approx(0.6)
+    assert VotePolicy(weight_power=1).weight(sample("7", [0.2, 0.6])) == pytest.approx(0.6)
+    assert VotePolicy().weight(sample("7", [0.2, 0.6])) == pytest.approx(0.36)  # squared by default
     assert VotePolicy(weight_power=2).weight(sample("7", [0.2, 0.5])) == pytest.approx(0.25)
     assert VotePolicy(weighted=False).weight(sample("7", [0.2, 0.6])) == 1.0
     # a confident minority outweighs an unsure majority

@@ -44,9 +44,9 @@ class VotePolicy:
     width: int = 4
     kill: GuardrailPolicy | None = DEFAULT_KILL
     weighted: bool = True
-    weight_power: float = 1.0
+    weight_power: float = 2.0
     adaptive_stop: bool = True
-    stop_confidence: float = 0.8
+    stop_confidence: float = 0.7
     min_votes: int = 2
 
     def __post_init__(self) -> None:
