@@ -73,7 +73,7 @@ def test_help_reads_like_the_docs() -> None:
 
 def test_every_command_has_a_description(capsys: pytest.CaptureFixture[str]) -> None:
     """`--help` of each command says what it does, not just its usage line (`models --help` once said nothing)."""
-    for command in ("run", "collect", "regrade", "fit", "evaluate", "models", "tui"):
+    for command in ("run", "vote", "serve", "collect", "regrade", "fit", "evaluate", "models", "tui"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         usage, _, rest = capsys.readouterr().out.partition("\n\n")

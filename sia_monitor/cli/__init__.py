@@ -3,6 +3,7 @@
 Commands:
   run       stream one generation and print, after every reasoning step, the conditional answer entropy
   vote      self-consistency: a P(correct)-weighted vote over samples, failing ones killed mid-trace
+  serve     an OpenAI-compatible server (and chat page) whose replies carry the step entropy and P(correct)
   collect   run the monitor over a benchmark and append graded trajectories (resumable)
   regrade   re-parse and re-grade saved trajectories with the current answer parser
   fit       fit the calibrators in calibrators/recipes.toml from the committed trajectories
@@ -24,11 +25,11 @@ import time
 from rich.console import Console
 from rich.markup import escape
 
-from sia_monitor.cli import collect, evaluate, fit, models, regrade, run, tui, vote
+from sia_monitor.cli import collect, evaluate, fit, models, regrade, run, serve, tui, vote
 from sia_monitor.cli.output import OneLineParser, error_console, one_line_warnings
 from sia_monitor.errors import SIAError
 
-COMMANDS = (run, vote, collect, regrade, fit, evaluate, models, tui)  # in the order `--help` lists them
+COMMANDS = (run, vote, serve, collect, regrade, fit, evaluate, models, tui)  # in the order `--help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
