@@ -77,6 +77,18 @@ class SiaSummary:
                    batch=int(data.get("batch", 1)), trace=[SiaStep.from_json(s) for s in data.get("trace") or []])
 
 
+@dataclass(frozen=True)
+class SiaDecision:
+    """The guardrail acted in choice `index` at no step of its own (a decision at a step rides in that step's
+    `SiaStep.decision`)."""
+
+    index: int
+    decision: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def _extra(obj: Any) -> dict[str, Any]:
     """The fields beyond OpenAI's: `model_extra` of an `openai` object, or the dict itself."""
     if isinstance(obj, dict):
@@ -84,13 +96,18 @@ def _extra(obj: Any) -> dict[str, Any]:
     return dict(getattr(obj, "model_extra", None) or {})
 
 
-def sia_of(chunk: Any) -> SiaStep | SiaSummary | None:
+def sia_of(chunk: Any) -> SiaStep | SiaSummary | SiaDecision | None:
     """The `sia` field of one streamed chunk (an `openai` chunk object or its parsed JSON): a `SiaStep` when
-    the chunk closes a reasoning step, a `SiaSummary` when it ends a choice, None for a plain text chunk."""
+    the chunk closes a reasoning step, a `SiaSummary` when it ends a choice, a `SiaDecision` for a decision
+    taken between steps, None for a plain text chunk."""
     data = _extra(chunk).get("sia")
     if not isinstance(data, dict):
         return None
-    return SiaStep.from_json(data) if "step" in data else SiaSummary.from_json(data)
+    if "step" in data:
+        return SiaStep.from_json(data)
+    if "answer" in data:
+        return SiaSummary.from_json(data)
+    return SiaDecision(int(data.get("index", 0)), dict(data.get("decision") or {}))
 
 
 def sia_summaries(response: Any) -> list[SiaSummary]:

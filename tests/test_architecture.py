@@ -86,16 +86,17 @@ def test_the_checks_see_a_cycle() -> None:
 
 # The data flow, upstream first: a module imports only from its own stage or from stages above it. The folder
 # names are the stages: tasks (questions, answers, prompts) -> records -> probing (the hook) -> the calibrator
-# -> backends (generation) -> guardrail (policy) -> consumers (options, collect, cli, tui).
+# -> backends (generation) -> guardrail (policy) -> consumers (options, collect, serve, cli, tui). `client`
+# (the `sia` wire schema, pure Python) sits with the records: the server writes it, clients read it.
 STAGES = (
     ("sia_monitor.errors", "sia_monitor.machine", "sia_monitor.threads", "sia_monitor.worker"),
     ("sia_monitor.tasks",),
-    ("sia_monitor.trajectory", "sia_monitor.scoring", "sia_monitor.models"),
+    ("sia_monitor.trajectory", "sia_monitor.scoring", "sia_monitor.models", "sia_monitor.client"),
     ("sia_monitor.probing",),
     ("calibrators",),
     ("sia_monitor.backends",),
     ("sia_monitor.guardrail",),
-    ("sia_monitor.options", "sia_monitor.collect", "sia_monitor.cli", "tui"),
+    ("sia_monitor.options", "sia_monitor.collect", "sia_monitor.serve", "sia_monitor.cli", "tui"),
 )
 
 

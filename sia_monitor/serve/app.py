@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from sia_monitor.backends.base import GenerationSettings
 from sia_monitor.backends.in_process import Monitor
+from sia_monitor.client import SiaDecision
 from sia_monitor.errors import SIAError
 from sia_monitor.scoring import StepScorer
 from sia_monitor.serve.engine import ServingEngine
@@ -140,10 +141,12 @@ def create_app(monitor: Monitor, *, api_key: str | None = None, limits: Limits |
         return {"status": "ok", "model": model_id, "waiting": engine.waiting, "running": engine.running,
                 "auth": api_key is not None}
 
+    page = files("sia_monitor.serve").joinpath("static/chat.html").read_text(encoding="utf-8")
+
     @app.get("/", response_class=HTMLResponse)
     async def chat_page() -> HTMLResponse:
         """The chat page: one static file, no build step, no CDN; it talks to /v1/chat/completions."""
-        return HTMLResponse(files("sia_monitor.serve").joinpath("static/chat.html").read_text(encoding="utf-8"))
+        return HTMLResponse(page)
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -222,6 +225,8 @@ def create_app(monitor: Monitor, *, api_key: str | None = None, limits: Limits |
                     held[1]["decision"] = event.detail
                     yield _data(shape.chunk(held[0], sia=held[1]))
                     held = None
+                elif event.kind == "decision":  # not at a step (e.g. a resample's start): a chunk of its own
+                    yield _data(shape.chunk(item.index, sia=SiaDecision(item.index, event.detail).to_json()))
                 elif event.kind == "final" and event.trajectory is not None:
                     trajectory = event.trajectory
                     completion_tokens += trajectory.n_tokens
