@@ -84,7 +84,8 @@ def test_stop_string_cuts_the_text(server: str, smol: Monitor) -> None:
     assert cut.choices[0].finish_reason == "stop"
 
 
-@pytest.mark.parametrize("case", ["key", "model", "empty", "n", "sia", "unknown", "json", "roles"])
+@pytest.mark.parametrize("case", ["key", "model", "empty", "n", "sia", "unknown", "json", "roles", "budget",
+                                  "oversize", "penalty"])
 def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server: str, smol: Monitor,
                                                                     case: str) -> None:
     messages = [{"role": "user", "content": QUESTION}]
@@ -93,6 +94,9 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server: str
         reply = httpx.post(server + "/v1/chat/completions", content=b"{not json",
                            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
         assert reply.status_code == 400 and "JSON" in reply.json()["error"]["message"]
+        chunked = httpx.post(server + "/v1/chat/completions", content=iter([b"{}"]),  # no Content-Length
+                             headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        assert chunked.status_code == 411 and chunked.json()["error"]["code"] == "length_required"
     else:
         make = client(server, "wrong" if case == "key" else KEY)
         if case == "model":
@@ -107,10 +111,19 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server: str
             kwargs["extra_body"] = {"tools_please": True}
         elif case == "roles":
             kwargs["messages"] = [{"role": "system", "content": "x"}, *messages]
-        expected = {"key": openai.AuthenticationError, "model": openai.NotFoundError}.get(case, openai.BadRequestError)
+        elif case == "budget":
+            kwargs["max_tokens"] = 1_000_000
+        elif case == "oversize":
+            kwargs["messages"] = [{"role": "user", "content": "x" * (2 << 20)}]
+        elif case == "penalty":
+            kwargs["frequency_penalty"] = 0.5
+        expected = {"key": openai.AuthenticationError, "model": openai.NotFoundError,
+                    "oversize": openai.APIStatusError}.get(case, openai.BadRequestError)
         with pytest.raises(expected) as raised:
             make.chat.completions.create(**kwargs)
         assert raised.value.body and raised.value.body.get("message")  # OpenAI's error shape
+        if case == "oversize":
+            assert raised.value.status_code == 413
     assert httpx.get(server + "/health").json()["status"] == "ok"
 
 
@@ -212,3 +225,36 @@ def test_the_default_model_served_streams_what_monitor_stream_gives(qwen: Monito
     assert [s.entropy_bits for s in steps] == [s.entropy_bits for s in expected_steps]
     assert summary.answer == final.parsed_answer and summary.tokens == final.n_tokens
     assert all(s.p_correct is not None for s in steps)  # the shipped numeric calibrator scores every step
+
+
+def test_a_client_leaving_a_batch_stops_only_its_row(server: str, smol: Monitor) -> None:
+    finished: dict[str, dict | None] = {}
+    clients, together = [client(server), client(server)], threading.Barrier(2)
+
+    def stay() -> None:
+        together.wait()
+        stream = clients[0].chat.completions.create(
+            model=smol.model_id, messages=[{"role": "user", "content": QUESTION}], max_tokens=60, stream=True)
+        finished["stayed"] = read_stream(stream)[2]
+
+    def leave() -> None:
+        together.wait()
+        stream = clients[1].chat.completions.create(
+            model=smol.model_id, messages=[{"role": "user", "content": "What is 2 + 2?"}], max_tokens=60,
+            stream=True)  # the same budget: requests batch only with their like
+        for _chunk in zip(range(6), stream, strict=False):
+            pass
+        stream.close()
+
+    threads = [threading.Thread(target=stay), threading.Thread(target=leave)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    summary = finished.get("stayed")
+    assert summary is not None and summary["batch"] == 2  # they shared a generation
+    assert summary["finish_reason"] in ("eos", "length")  # the row that stayed ran to its end
+    deadline = time.monotonic() + 20
+    while (health := httpx.get(server + "/health").json())["running"] or health["waiting"]:
+        assert time.monotonic() < deadline, "the batch kept running"
+        time.sleep(0.1)

@@ -129,6 +129,11 @@ def create_app(monitor: Monitor, *, api_key: str | None = None, limits: Limits |
                                          status=401, code="invalid_api_key")
                     return JSONResponse(error.body(), status_code=401)
             size = request.headers.get("content-length")
+            if request.method == "POST" and (size is None or not size.isdigit()):
+                # a body without a length (chunked) could not be held to the limit before it is read
+                error = RequestError("Send the body with a Content-Length header.", status=411,
+                                     code="length_required")
+                return JSONResponse(error.body(), status_code=411)
             if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
                 error = RequestError(f"The request body is {size} bytes; the limit is {limits.max_body_bytes}.",
                                      status=413, code="body_too_large")
