@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -179,10 +180,16 @@ def save_calibrator(calibrator: Calibrator, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     info = jsonable(asdict(calibrator.info))
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "info": json.dumps(info), "estimator": calibrator.estimator}
-    sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
-    card = {"format": FORMAT, "version": FORMAT_VERSION, "file": path.name, "sha256": sha256_of(path),
+    # each file is written beside its old self and moved over it, so a failed or killed save leaves the old
+    # calibrator whole (a new .skops with an old card is refused on load by the sha256, never used)
+    partial = path.with_name(path.name + ".partial")
+    sio.dump(payload, partial, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
+    card = {"format": FORMAT, "version": FORMAT_VERSION, "file": path.name, "sha256": sha256_of(partial),
             "fitted_with": installed_versions(), **info}
-    card_path(path).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    card_partial = card_path(path).with_name(card_path(path).name + ".partial")
+    card_partial.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+    os.replace(card_partial, card_path(path))
     return path
 
 

@@ -97,7 +97,8 @@ def _benchmark_of(table: PrefixTable) -> np.ndarray:
 
 def report_recipe(recipe: Recipe, calibrator: Calibrator, table: PrefixTable) -> RecipeReport:
     everything, p_everything = heldout_predictions(recipe, calibrator, table, sampled=True)
-    greedy = everything.greedy_rows()
+    # a user's own file is judged whole, sampled traces too: it is what they will run the calibrator on
+    greedy = everything.greedy_rows() if recipe.evaluation != "external" else np.ones(len(everything), dtype=bool)
     test, p = everything.subset(greedy), p_everything[greedy]
     report = RecipeReport(recipe.key, recipe.evaluation, test, p,
                           selection=list(calibrator.info.config.get("selection", [])),

@@ -91,6 +91,33 @@ def select_recipes(path: str | Path | None = None, only: list[str] | None = None
     return wanted
 
 
+def recipe_for_data(data: list[Path], name: str, evaluation: str = "cv") -> Recipe:
+    """A recipe for a user's own trajectory files (`sia-monitor fit --data`): the model and answer types are
+    read from the records, so a file of another model or a mix of models is refused before any fitting.
+
+    Why grouped CV by default: a user's file is usually small, and the card's metrics should use every
+    question; 'heldout' uses the fixed split instead (fit outside it, judge on it)."""
+    missing = [str(p) for p in data if not Path(p).is_file()]
+    if missing:
+        raise SIAError(f"No such trajectory file: {', '.join(missing)}.",
+                       "Collect one with `sia-monitor collect --dataset FILE --out FILE.jsonl.gz`.")
+    trajectories = load_graded(data)
+    models = sorted({t.model_id for t in trajectories})
+    if len(models) != 1:
+        raise SIAError(f"The trajectories are of {len(models)} models ({', '.join(models) or 'none'}); a calibrator "
+                       "is fitted for one.", "Pass the files of one model.")
+    kinds = sorted({t.answer_space.kind for t in trajectories})
+    stepped = [t for t in trajectories if t.steps]
+    right = {(t.benchmark, t.item_id) for t in stepped if t.correct}
+    wrong = {(t.benchmark, t.item_id) for t in stepped if not t.correct}
+    if min(len(right), len(wrong)) < 2 * EVALUATION_FOLDS:
+        raise SIAError(f"Too little to fit on: {len(right)} questions answered right and {len(wrong)} wrong (with "
+                       "reasoning steps).", f"A calibrator needs at least {2 * EVALUATION_FOLDS} of each, so that "
+                       "every cross-validation fold sees both (a few hundred questions for a useful one: "
+                       "benchmarks/own_data.py measures how many).")
+    return Recipe(name=name, model=models[0], kinds=kinds, data=[Path(p) for p in data], evaluation=evaluation)
+
+
 def recipe_table(recipe: Recipe) -> PrefixTable:
     missing = [str(p) for p in recipe.data if not p.is_file()]
     if missing:
@@ -202,13 +229,16 @@ def heldout_predictions(
 ) -> tuple[PrefixTable, np.ndarray]:
     """The rows a recipe is judged on and P(correct) for each, never from a model that saw their question.
 
-    'heldout': the shipped calibrator on the held-out questions. 'cv': grouped 5-fold out-of-fold predictions
+    'heldout': the shipped calibrator on the held-out questions; 'external': the calibrator on every row of
+    a user's files (`evaluate --calibrator --data`). 'cv': grouped 5-fold out-of-fold predictions
     with the calibrator's configuration (the shipped one saw every question, so it cannot be judged on them).
     Sampled traces are left out unless `sampled` (`dataset.is_sampled`).
     """
     if recipe.evaluation == "heldout":
         test = table.subset(table.heldout_rows())
         p = calibrator.estimator.p_correct(test.X)
+    elif recipe.evaluation == "external":  # `evaluate --calibrator --data`: a calibrator on other questions
+        test, p = table, calibrator.estimator.p_correct(table.X)
     else:
         config = {"model": calibrator.info.config["model"], "method": calibrator.info.config["method"]}
         test, p = table, grouped_oof(table, config, EVALUATION_FOLDS)

@@ -123,13 +123,25 @@ def build_report(
     recipes: list[Recipe] | None = None,
     shipped_dir: Path = SHIPPED_DIR,
     progress: Progress | None = None,
+    given: dict[str, Calibrator] | None = None,
 ) -> dict[str, Any]:
-    """Everything `evaluate` writes, as one JSON-able dict plus the RecipeReports the plots need."""
+    """Everything `evaluate` writes, as one JSON-able dict plus the RecipeReports the plots need. `given`:
+    calibrators by recipe key, used instead of the shipped ones (`evaluate --calibrator FILE --data ...`)."""
     with threadpool_limits(limits=1):  # see fitting.ONE_THREAD
-        return _build_report(recipes if recipes is not None else load_recipes(), shipped_dir, progress)
+        return _build_report(recipes if recipes is not None else load_recipes(), shipped_dir, progress, given or {})
 
 
-def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress | None) -> dict[str, Any]:
+def external_recipe(calibrator: Calibrator, data: list[Path]) -> Recipe:
+    """A calibrator judged on a user's own trajectory files, every row of them (evaluation 'external')."""
+    missing = [str(p) for p in data if not Path(p).is_file()]
+    if missing:
+        raise SIAError(f"No such trajectory file: {', '.join(missing)}.")
+    return Recipe(name=calibrator.info.name, model=calibrator.info.model_id, kinds=list(calibrator.info.answer_kinds),
+                  data=[Path(p) for p in data], evaluation="external")
+
+
+def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress | None,
+                  given: dict[str, Calibrator]) -> dict[str, Any]:
     say = progress or (lambda message: None)
     tables: dict[str, PrefixTable] = {}
     calibrators: dict[str, Calibrator] = {}
@@ -137,7 +149,7 @@ def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress |
     for recipe in recipes:
         say(f"evaluating {recipe.key}")
         tables[recipe.key] = recipe_table(recipe)
-        calibrators[recipe.key] = _load(recipe, shipped_dir)
+        calibrators[recipe.key] = given[recipe.key] if recipe.key in given else _load(recipe, shipped_dir)
         reports[recipe.key] = report_recipe(recipe, calibrators[recipe.key], tables[recipe.key])
     by_key = {r.key: r for r in recipes}
 
@@ -156,7 +168,7 @@ def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress |
                             and third.evaluation == "heldout":
                         transfer.append({"on": other.key, **transfer_rows(calibrators[third.key], test, third.key)})
     ablations = [ablation_without_question(r, calibrators[r.key], tables[r.key]) for r in recipes
-                 if r.name != "pooled"]
+                 if r.name != "pooled" and r.evaluation != "external"]
     cross_validated = {r.key: all_questions_cv(calibrators[r.key], tables[r.key]) for r in recipes
                        if r.evaluation == "heldout"}
 
@@ -366,7 +378,7 @@ def write_report(built: dict[str, Any], out_dir: Path, command: str, benchmarks_
     written = [out_dir / "report.json", out_dir / "report.md"]
     written[0].write_text(json.dumps(jsonable(result), indent=1) + "\n", encoding="utf-8")
     written[1].write_text(markdown(result, command), encoding="utf-8")
-    shown = [r for r in built["reports"].values() if r.evaluation == "heldout"]
+    shown = [r for r in built["reports"].values() if r.evaluation in ("heldout", "external")]
     everything = list(built["reports"].values())
     written.append(plots.reliability(shown, out_dir / "reliability.png"))
     written.append(plots.auroc_by_fraction(everything, out_dir / "auroc_by_fraction.png"))

@@ -20,6 +20,7 @@ from sia_monitor.backends.base import Backend, GenerationSettings
 from sia_monitor.errors import SIAError
 from sia_monitor.tasks.answers import parse_answer, same_answer
 from sia_monitor.tasks.benchmarks import Item, grade, load_benchmark
+from sia_monitor.tasks.datasets import dataset_name, load_dataset
 from sia_monitor.trajectory import (
     MonitorEvent,
     Trajectory,
@@ -72,7 +73,7 @@ def load_existing(out: Path, model_id: str) -> list[Trajectory]:
 
 
 def plan_collection(
-    benchmark: str,
+    benchmark: str | Path,
     out: Path,
     model_id: str,
     data_dir: str | None = None,
@@ -85,16 +86,23 @@ def plan_collection(
 
     Several samples of a question are generated together (question by question), so a batch shares one prompt
     (no padding) and a collection cut short holds every sample of the questions it reached, which is what a
-    vote over samples needs."""
+    vote over samples needs.
+
+    `benchmark`: a built-in benchmark's name, or the path of a dataset file (`tasks.datasets`), read and
+    checked whole here."""
     if samples < 1:
         raise SIAError("--samples must be at least 1.")
     if samples > 1 and (settings or GenerationSettings()).temperature <= 0:
         raise SIAError("Several samples per question need sampling.", "Pass --temperature (e.g. 0.7).")
-    items = load_benchmark(benchmark, data_dir, limit=limit, split=split)
+    if isinstance(benchmark, Path):
+        items = load_dataset(benchmark, limit=limit, split=split)
+        name = dataset_name(benchmark)
+    else:
+        items, name = load_benchmark(benchmark, data_dir, limit=limit, split=split), benchmark
     check_writable(out)
     done_keys = {_key(t) for t in load_existing(out, model_id)}
     todo = [(item, s) for item in items for s in range(samples) if (item.item_id, s) not in done_keys]
-    return CollectPlan(benchmark=benchmark, out=out, todo=todo, done=len(done_keys))
+    return CollectPlan(benchmark=name, out=out, todo=todo, done=len(done_keys))
 
 
 def run_collection(

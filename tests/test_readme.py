@@ -77,10 +77,19 @@ def test_readme_lists_exactly_the_benchmarks() -> None:
     assert re.findall(r"`([a-z0-9-]+)`", sentence.removeprefix("Benchmarks (`--benchmark`):")) == list(BENCHMARKS)
 
 
+def library_blocks() -> list[str]:
+    """The python blocks that use the library; a block that talks to `sia-monitor serve` (it names the
+    server's URL) runs against a real server in `test_readme_client_block_runs_against_the_server`."""
+    return [code for code in blocks("python") if SERVER_URL not in code]
+
+
+SERVER_URL = "http://127.0.0.1:8000/v1"
+
+
 @pytest.mark.default_model
-@pytest.mark.parametrize("index", range(len(blocks("python"))))
+@pytest.mark.parametrize("index", range(len(library_blocks())))
 def test_readme_python_block_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
-    code = blocks("python")[index]
+    code = library_blocks()[index]
     namespace: dict[str, object] = {"__name__": "__readme__"}
     exec(compile(code, f"README.md python block {index + 1}", "exec"), namespace)  # noqa: S102 - our own README
     printed = capsys.readouterr().out
@@ -92,3 +101,16 @@ def test_readme_python_block_runs(index: int, capsys: pytest.CaptureFixture[str]
         assert trajectory.parsed_answer is not None, trajectory.final_text
         assert all(0.0 <= s.entropy_bits <= 8 and s.top for s in trajectory.steps)
     assert printed.strip(), "the block prints what it shows"
+
+
+@pytest.mark.default_model
+def test_readme_client_block_runs_against_the_server(qwen, capsys: pytest.CaptureFixture[str]) -> None:
+    """The "Chat applications" block, as written, against `sia-monitor serve`'s app on its default address."""
+    from sia_monitor.serve.app import create_app
+    from sia_monitor.serve.background import running_server
+
+    (code,) = [code for code in blocks("python") if SERVER_URL in code]
+    with running_server(create_app(qwen), port=8000):
+        exec(compile(code, "README.md client block", "exec"), {"__name__": "__readme__"})  # noqa: S102
+    printed = capsys.readouterr().out
+    assert "SiaStep(" in printed and "SiaSummary(" in printed and "p_correct=0." in printed

@@ -26,7 +26,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Run the monitor over a benchmark with batched generation and append graded trajectories "
         "to --out. Interrupted? Run the same command again: it resumes without redoing or duplicating items.",
     )
-    col.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS), help="which benchmark")
+    source = col.add_mutually_exclusive_group(required=True)
+    source.add_argument("--benchmark", choices=sorted(BENCHMARKS), help="which benchmark")
+    source.add_argument("--dataset", type=Path, default=None, metavar="FILE",
+                        help="your own questions instead: a .jsonl or .csv file with question and answer (a number), "
+                        "or question, choices and answer (a label or an option's text), and an optional id; "
+                        "every row is checked before the model loads")
     col.add_argument("--out", type=Path, required=True, help="trajectory file (.jsonl or .jsonl.gz)")
     col.add_argument("--split", choices=SPLITS, default="all",
                      help="which questions: all (default), or only those of the fixed train or held-out split that "
@@ -59,8 +64,8 @@ def command(args: argparse.Namespace) -> int:
         raise SIAError("--batch-size must be at least 1.")
     model = ModelOptions.from_args(args)
     hidden = hidden_state_spec(args)
-    plan = plan_collection(args.benchmark, args.out, model.check(), args.data_dir, args.limit, args.samples, settings,
-                           args.split)
+    plan = plan_collection(args.dataset or args.benchmark, args.out, model.check(), args.data_dir, args.limit,
+                           args.samples, settings, args.split)
     if not plan.todo:
         err.print(f"Nothing to do: {args.out} already holds all {plan.done} trajectories.")
         return 0
@@ -69,7 +74,7 @@ def command(args: argparse.Namespace) -> int:
                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"))
     saved = plan.done
     with Progress(*columns, console=err) as bar:
-        task = bar.add_task(f"collect {args.benchmark}", total=plan.total, completed=plan.done, rate="")
+        task = bar.add_task(f"collect {plan.benchmark}", total=plan.total, completed=plan.done, rate="")
         started = time.perf_counter()
 
         def progress(done: int, total: int, tokens: int) -> None:

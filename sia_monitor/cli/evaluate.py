@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+
+from sia_monitor.errors import SIAError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="write the calibration report: tables and plots (no model needed)",
-        description="Score the fitted calibrators against four baselines (answer entropy, mean token entropy, "
+        description="Score the fitted calibrators (or, with --calibrator FILE --data FILE..., your own on your "
+        "own trajectories) against four baselines (answer entropy, mean token entropy, "
         "DeepConf lowest-window confidence, top-1 probability) at 25/50/75/100% of each trace and at steps "
         "1-5 on held-out questions (ROC-AUC, Brier, ECE, PRR), test the SIA signatures, and write report.json, "
         "report.md and PNG plots.",
@@ -25,6 +29,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                           help="read the calibrators from DIR/<model>/ instead of calibrators/shipped")
     evaluate.add_argument("--update", type=Path, default=None, metavar="BENCHMARKS.md",
                           help="also replace the calibration section of this markdown file")
+    own = evaluate.add_argument_group("your own calibrator or data")
+    own.add_argument("--calibrator", type=Path, default=None, metavar="FILE.skops",
+                     help="judge this calibrator (e.g. from `fit --data`) instead of the recipes' ...")
+    own.add_argument("--data", type=Path, nargs="+", default=None, metavar="FILE",
+                     help="... on every trajectory of these files (questions it was not fitted on; e.g. collected "
+                     "with `collect --dataset`); needs --out")
+    own.add_argument("--force", action="store_true",
+                     help="judge it even on trajectories of another model or answer type than it was fitted for")
     evaluate.set_defaults(handler=command)
 
 
@@ -35,13 +47,42 @@ def command(args: argparse.Namespace) -> int:
 
     err = Console(stderr=True, highlight=False)
     started = time.perf_counter()
+    recipes, given = _own(args) if args.calibrator or args.data else (select_recipes(args.recipes), {})
     with err.status("evaluating") as status:
-        built = build_report(select_recipes(args.recipes), args.shipped or SHIPPED_DIR,
-                             progress=lambda message: status.update(escape(message)))
-        command = "sia-monitor evaluate" + (f" --update {args.update}" if args.update else "")
+        built = build_report(recipes, args.shipped or SHIPPED_DIR,
+                             progress=lambda message: status.update(escape(message)), given=given)
+        command = "sia-monitor evaluate" + (f" --update {args.update}" if args.update else "") + (
+            f" --calibrator {args.calibrator} --data {' '.join(map(str, args.data))}" if args.calibrator else "")
         written = write_report(built, args.out or DEFAULT_OUT, command, args.update)
     for row in built["json"]["targets"]:
         mark = "[green]met[/]" if row["met"] else "[red]not met[/]"
         err.print(f"{escape(row['calibrator'])}: {escape(row['target'])} {row['goal']}: {row['measured']:.3f} {mark}")
     err.print(f"[dim]wrote {', '.join(escape(str(p)) for p in written)} in {time.perf_counter() - started:.1f} s[/]")
     return 0
+
+
+def _own(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    """The one recipe of `--calibrator FILE --data FILE...`, checked before anything is computed: the
+    calibrator loads (safely), the files exist, and their model and answer types are the calibrator's."""
+    from calibrators.artifact import load_calibrator
+    from calibrators.dataset import load_graded
+    from calibrators.report import external_recipe
+
+    if not (args.calibrator and args.data):
+        raise SIAError("--calibrator and --data go together: a calibrator, and the trajectories to judge it on.")
+    if args.out is None:
+        raise SIAError("--calibrator needs --out DIR: the report is written there, not over the shipped report.")
+    if args.update is not None or args.recipes is not None:
+        raise SIAError("--update and --recipes are for the recipes' report, not --calibrator.")
+    calibrator = load_calibrator(args.calibrator)
+    recipe = external_recipe(calibrator, args.data)
+    trajectories = load_graded(recipe.data)
+    if not trajectories:
+        raise SIAError(f"{', '.join(map(str, args.data))}: no graded trajectories to judge the calibrator on.")
+    checked = set()
+    for trajectory in trajectories:
+        key = (trajectory.model_id, trajectory.answer_space.kind)
+        if key not in checked:
+            calibrator.check(trajectory.model_id, trajectory.answer_space, force=args.force)
+            checked.add(key)
+    return [recipe], {recipe.key: calibrator}

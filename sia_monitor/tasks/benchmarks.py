@@ -128,16 +128,22 @@ def _records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
         for index, record in enumerate(records):
             yield index, f"record {index + 1}", record
         return
+    for number, record in json_lines(path, "Restore the file from the source named in its SOURCE.md."):
+        yield number - 1, f"line {number}", record
+
+
+def json_lines(path: Path, hint: str | None = None) -> Iterator[tuple[int, Any]]:
+    """(1-based line number, parsed value) of every non-empty line of a JSONL file; a line that is not JSON is
+    refused with its number (and `hint`, what to do about it)."""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                value = json.loads(line)
             except json.JSONDecodeError as err:
-                raise SIAError(f"{path} line {number}: not valid JSON ({err.msg}).",
-                               "Restore the file from the source named in its SOURCE.md.") from None
-            yield number - 1, f"line {number}", record
+                raise SIAError(f"{path} line {number}: not valid JSON ({err.msg}).", hint) from None
+            yield number, value
 
 
 # The fixed split every calibrator, benchmark and collection agrees on: a question is held out when a stable hash
