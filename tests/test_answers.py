@@ -251,3 +251,13 @@ def test_answer_key_groups_equal_answers() -> None:
     assert answer_key(None, NUMERIC) is None and answer_key("  ", space) is None
     words = AnswerSpace("candidates", candidates=("Yes", "No"))
     assert answer_key("yes", words) == answer_key("YES", words) != answer_key("no", words)
+
+
+def test_the_letter_of_the_correct_option_is_an_answer_line() -> None:
+    """The default model ends 27 of its 1024 committed ARC traces this way; an earlier option's "D)" was read."""
+    space = AnswerSpace("choice", labels=tuple("ABCD"), options=("w", "x", "y", "z"))
+    text = "D) z - This option is too specific.\n\nTherefore, the letter of the correct option is C."
+    assert parse_answer(text, space) == "C"
+    assert parse_answer("The correct letter of the correct option is B.", space) == "B"
+    # "option is" followed by prose states nothing: the explicit label on the last line still counts
+    assert parse_answer("Therefore, the best explanation is:\n\nD) z - This option is the most accurate", space) == "D"

@@ -20,7 +20,10 @@ AnswerKind = Literal["numeric", "choice", "candidates"]
 ANSWER_KINDS: tuple[str, ...] = ("numeric", "choice", "candidates")
 
 _NUMBER = re.compile(r"(?<![\w.])-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
-_ANSWER_LINE = re.compile(r"answer\s*(?:is|:)\s*[:\s]*(.+)", re.IGNORECASE)
+# "answer is" / "answer:", and "... the correct option (choice, letter) is E": the small models' other answer line
+# (a label right after "is": "This option is too specific" states nothing)
+_ANSWER_LINE = re.compile(r"(?:answer\s*(?:is|:)|(?:option|choice|letter)\s+is\s+(?=\(?[A-J1-9]\)?(?:[\s.,;:!)]|$)))"
+                          r"\s*[:\s]*(.+)", re.IGNORECASE)
 # An option label: "A)", "(A)", "A.", "A:" (also a-e and 1-5), standing alone and followed by white space, so
 # "1.5", "B)x" or "(A)-like" are never labels.
 _LABEL = re.compile(r"(?<!\S)(?P<open>\()?(?P<label>[A-Ea-e1-5])(?P<close>(?(open)\)|[).:]))(?=\s)")
