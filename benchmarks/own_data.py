@@ -25,9 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from calibrators import calibrator_for
 from calibrators.dataset import PrefixTable
-from calibrators.evaluation import positions
+from calibrators.evaluation import judge
 from calibrators.fitting import fit_all, recipe_for_data
-from calibrators.metrics import score_signal
 from sia_monitor.errors import SIAError
 from sia_monitor.machine import cpu_name
 from sia_monitor.tasks.answers import NUMERIC
@@ -40,14 +39,6 @@ MODEL = "qwen2.5-coder-0.5b-instruct"
 SVAMP = ROOT / "calibrators" / "data" / MODEL / "svamp.jsonl.gz"
 
 
-def judged(calibrator, table: PrefixTable) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    p = calibrator.estimator.p_correct(table.X)
-    at = dict(positions(table))
-    return {"auroc_50": score_signal(table.y[at["50%"]], p[at["50%"]], True)["auroc"],
-            "auroc_100": score_signal(table.y[at["100%"]], p[at["100%"]], True)["auroc"],
-            "ece": score_signal(table.y, p, True)["ece"]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 200, 400, 700])
@@ -58,7 +49,7 @@ def main() -> None:
     records = [t for t in read_trajectories(SVAMP) if t.correct is not None]
     train = [t for t in records if not is_heldout(item_group(t.benchmark or "", t.item_id or ""))]
     test = PrefixTable.build([t for t in records if is_heldout(item_group(t.benchmark or "", t.item_id or ""))])
-    shipped = judged(calibrator_for(MODEL, NUMERIC), test)
+    shipped = judge(calibrator_for(MODEL, NUMERIC), test)
     rows: list[dict] = []
     failures: list[dict] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -76,7 +67,7 @@ def main() -> None:
                 except (SIAError, ValueError) as exc:  # too few right or wrong answers: what a user would see
                     failures.append({"n": n, "draw": draw, "error": str(exc).splitlines()[0]})
                 else:
-                    scores.append(judged(calibrator, test))
+                    scores.append(judge(calibrator, test))
                 progress.advance(task)
             if not scores:
                 continue

@@ -137,6 +137,18 @@ def transfer_rows(calibrator: Calibrator, table: PrefixTable, label: str) -> dic
     return out
 
 
+def judge(calibrator: Calibrator, table: PrefixTable) -> dict[str, float]:
+    """AUROC at 50 % and at 100 % of each trace's steps, and ECE over every step: the three numbers the
+    benchmarks of fitting on one's own or on other data (`own_data.py`, `transfer.py`) compare."""
+    p = calibrator.estimator.p_correct(table.X)
+    at = dict(positions(table))
+    return {"auroc_50": score_signal(table.y[at["50%"]], p[at["50%"]], True)["auroc"],
+            "auroc_100": score_signal(table.y[at["100%"]], p[at["100%"]], True)["auroc"],
+            "ece_50": score_signal(table.y[at["50%"]], p[at["50%"]], True)["ece"],
+            "ece_100": score_signal(table.y[at["100%"]], p[at["100%"]], True)["ece"],
+            "ece": score_signal(table.y, p, True)["ece"]}
+
+
 # -- data description ---------------------------------------------------------------------------------------
 def describe_data(trajectories: list[Trajectory]) -> list[dict[str, Any]]:
     """Per (model, source): traces, accuracy, mean steps and tokens, traces with no step, last-step coverage."""
