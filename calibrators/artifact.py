@@ -43,6 +43,7 @@ SHIPPED_DIR = Path(__file__).parent / "shipped"
 
 # Types a StepCalibrator holds that skops does not trust by default. Nothing else is ever loaded.
 TRUSTED_TYPES: tuple[str, ...] = (
+    "calibrators.estimator.SignedLogisticRegression",
     "calibrators.estimator.StepCalibrator",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",

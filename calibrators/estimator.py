@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
 from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -28,11 +29,62 @@ BaseModel = Literal["logistic", "hgb"]
 Method = Literal["isotonic", "sigmoid"]
 
 
+class SignedLogisticRegression(ClassifierMixin, BaseEstimator):
+    """L2-regularised logistic regression whose coefficients keep the signs `signs` fixes (+1: >= 0, -1: <= 0,
+    0: free), fitted by L-BFGS-B with those bounds.
+
+    Why: scikit-learn's LogisticRegression has no sign constraints, and fitted on near-chance data (ARC on a
+    0.5B model) it gave the top-1 probability a negative weight: a surer answer lowered P(correct). The signs
+    are the ones HistGradientBoosting's `monotonic_cst` already enforces (`features.MONOTONIC_CST`), so both
+    base models obey the same SIA directions. Same loss as LogisticRegression(C): C * log-loss + ||w||^2 / 2.
+    """
+
+    def __init__(self, signs: tuple[int, ...] | None = None, C: float = 1.0, max_iter: int = 2000) -> None:
+        self.signs = signs
+        self.C = C
+        self.max_iter = max_iter
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> SignedLogisticRegression:
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y).astype(float)
+        self.classes_ = np.array([0, 1])
+        weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        signs = np.zeros(X.shape[1]) if self.signs is None else np.asarray(self.signs)
+        if len(signs) != X.shape[1]:
+            raise ValueError(f"signs has {len(signs)} entries for {X.shape[1]} features")
+        bounds = [(0.0, None) if s > 0 else (None, 0.0) if s < 0 else (None, None) for s in signs] + [(None, None)]
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            w, b = theta[:-1], theta[-1]
+            z = X @ w + b
+            residual = weight * (expit(z) - y)
+            value = self.C * float(np.sum(weight * (np.logaddexp(0.0, z) - y * z))) + 0.5 * float(w @ w)
+            return value, np.append(self.C * (X.T @ residual) + w, self.C * residual.sum())
+
+        result = minimize(loss, np.zeros(X.shape[1] + 1), jac=True, method="L-BFGS-B", bounds=bounds,
+                          options={"maxiter": self.max_iter})
+        self.coef_ = result.x[None, :-1]
+        self.intercept_ = result.x[-1:]
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        return np.asarray(X, dtype=float) @ self.coef_[0] + self.intercept_[0]
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        p = expit(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: Any) -> np.ndarray:
+        return (self.decision_function(X) >= 0).astype(int)
+
+
 class StepCalibrator(ClassifierMixin, BaseEstimator):
     """Calibrated P(correct) from the features of `calibrators.features` (one row per prefix).
 
-    model: "logistic" (standardised logistic regression) or "hgb" (HistGradientBoosting with the monotonic
-    constraints the SIA argument fixes). method: "isotonic" or "sigmoid" calibration. cv: calibration folds.
+    model: "logistic" (standardised logistic regression) or "hgb" (HistGradientBoosting), both with the signs
+    the SIA argument fixes (`features.MONOTONIC_CST`; `monotonic=False` drops them). method: "isotonic" or "sigmoid" calibration. cv: calibration folds.
     """
 
     def __init__(
@@ -50,10 +102,12 @@ class StepCalibrator(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _base(self, n_features: int) -> Any:
-        if self.model == "logistic":
-            return Pipeline([("scale", StandardScaler()), ("logistic", LogisticRegression(C=1.0, max_iter=2000))])
+        constrained = self.monotonic and n_features == len(MONOTONIC_CST)
+        if self.model == "logistic":  # scaling keeps the signs: StandardScaler divides by a positive spread
+            signs = tuple(MONOTONIC_CST) if constrained else None
+            return Pipeline([("scale", StandardScaler()), ("logistic", SignedLogisticRegression(signs, C=1.0))])
         if self.model == "hgb":
-            constraints = list(MONOTONIC_CST) if self.monotonic and n_features == len(MONOTONIC_CST) else None
+            constraints = list(MONOTONIC_CST) if constrained else None
             return HistGradientBoostingClassifier(
                 learning_rate=0.05, max_iter=150, max_leaf_nodes=15, min_samples_leaf=40, l2_regularization=1.0,
                 monotonic_cst=constraints, early_stopping=False, random_state=self.random_state,

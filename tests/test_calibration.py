@@ -597,3 +597,26 @@ def test_curve_is_p_correct_after_each_step(fitted: Calibrator, svamp: list[Traj
     stepless = copy.copy(svamp[0])
     stepless.steps = []
     assert fitted.curve(stepless) == []
+
+
+def test_the_logistic_calibrator_keeps_the_sia_signs_on_near_chance_data() -> None:
+    """On ARC (the 0.5B model near chance) an unconstrained logistic regression gives the top-1 probability a
+    negative weight; the calibrator's logistic base model keeps every sign `MONOTONIC_CST` fixes."""
+    from calibrators.dataset import PrefixTable, load_graded
+    from calibrators.estimator import SignedLogisticRegression
+    from calibrators.features import COLUMN, MONOTONIC_CST
+
+    data = Path(__file__).resolve().parents[1] / "calibrators" / "data" / "qwen2.5-coder-0.5b-instruct"
+    table = PrefixTable.build(load_graded([data / "arc-easy.jsonl.gz", data / "arc-challenge.jsonl.gz"]))
+    X = StandardScaler().fit_transform(table.X)
+    free = LogisticRegression(C=1.0, max_iter=2000).fit(X, table.y).coef_[0]
+    assert free[COLUMN["top1"]] < 0  # the pattern the constraint exists for
+    signed = SignedLogisticRegression(tuple(MONOTONIC_CST)).fit(X, table.y).coef_[0]
+    for sign, weight in zip(MONOTONIC_CST, signed, strict=True):
+        assert sign * weight >= 0 if sign else True
+    unsigned = SignedLogisticRegression().fit(X, table.y).coef_[0]  # no signs: scikit-learn's own fit
+    assert np.allclose(unsigned, free, atol=0.02)  # the two solvers stop at slightly different points
+    model = StepCalibrator(model="logistic", method="sigmoid").fit(table.X, table.y, groups=table.groups)
+    for fold in model.calibrated_.calibrated_classifiers_:
+        weights = fold.estimator.named_steps["logistic"].coef_[0]
+        assert all(sign * w >= 0 for sign, w in zip(MONOTONIC_CST, weights, strict=True))
