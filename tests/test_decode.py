@@ -13,6 +13,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, Sto
 from sia_monitor.backends.base import GenerationSettings
 from sia_monitor.backends.decode import decode
 from sia_monitor.backends.in_process import Monitor
+from sia_monitor.errors import SIAError
 from sia_monitor.models import FIXTURE_MODEL, load_model
 from sia_monitor.probing.monitor import SIAMonitor
 from sia_monitor.probing.stopping import RowStopper
@@ -197,3 +198,15 @@ def test_a_row_started_in_a_freed_row_decodes_as_if_alone(smol_f32: Monitor) -> 
             torch.testing.assert_close(scores[row], reference, rtol=1e-3, atol=1e-3)
             checked += 1
     assert checked >= 20
+
+
+def test_each_row_keeps_its_own_budget(smol: Monitor) -> None:
+    """Rows with different budgets share a batch; each ends at its own (finish_reason length), and a row's
+    tokens are the ones it draws in a batch with the others."""
+    questions = ["What is 7 + 8? Think step by step.", "Name three colours, one per line."]
+    settings = GenerationSettings(max_new_tokens=20)
+    short, long = smol.generate(questions, NUMERIC, settings, budgets=[5, 20])
+    assert short.n_tokens == 5 and short.finish_reason == "length"
+    assert 5 < long.n_tokens <= 20
+    with pytest.raises(SIAError, match="budgets"):
+        smol.generate(questions, NUMERIC, settings, budgets=[5, 21])

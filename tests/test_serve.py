@@ -240,8 +240,8 @@ def test_a_client_leaving_a_batch_stops_only_its_row(server: str, smol: Monitor)
     def leave() -> None:
         together.wait()
         stream = clients[1].chat.completions.create(
-            model=smol.model_id, messages=[{"role": "user", "content": "What is 2 + 2?"}], max_tokens=60,
-            stream=True)  # the same budget: requests batch only with their like
+            model=smol.model_id, messages=[{"role": "user", "content": "What is 2 + 2?"}], max_tokens=400,
+            stream=True)  # another budget: each row keeps its own
         for _chunk in zip(range(6), stream, strict=False):
             pass
         stream.close()
@@ -258,3 +258,24 @@ def test_a_client_leaving_a_batch_stops_only_its_row(server: str, smol: Monitor)
     while (health := httpx.get(server + "/health").json())["running"] or health["waiting"]:
         assert time.monotonic() < deadline, "the batch kept running"
         time.sleep(0.1)
+
+
+def test_requests_with_different_budgets_share_a_batch_and_keep_their_own(server: str, smol: Monitor) -> None:
+    summaries: dict[int, dict | None] = {}
+    clients, together = [client(server), client(server)], threading.Barrier(2)
+
+    def one(i: int, budget: int) -> None:
+        together.wait()
+        stream = clients[i].chat.completions.create(
+            model=smol.model_id, messages=[{"role": "user", "content": QUESTION}], max_tokens=budget, stream=True)
+        summaries[budget] = read_stream(stream)[2]
+
+    threads = [threading.Thread(target=one, args=(0, 6)), threading.Thread(target=one, args=(1, 30))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    short, long = summaries[6], summaries[30]
+    assert short is not None and long is not None and short["batch"] == long["batch"] == 2
+    assert short["tokens"] == 6 and short["finish_reason"] == "length"  # greedy 7 + 8 reasoning runs past 6
+    assert 6 < long["tokens"] <= 30

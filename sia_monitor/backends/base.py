@@ -11,7 +11,9 @@ Contract, for a new backend:
   the iterator) stops it within a token, and the final event still comes (finish_reason `cancelled`).
 - `generate` returns one trajectory per question, in order; `on_event` hears every row's events as they
   happen, each row's final event the moment that row ends; a row handed to `row_stopper.stop(row)` ends with
-  finish_reason `stopped`. An empty batch returns [].
+  finish_reason `stopped`; `budgets` (optional) gives each question its own token budget, at most the
+  settings' `max_new_tokens`, and a row that spends it ends with finish_reason `length`. An empty batch
+  returns [].
 - `sample` generates samples of one question for a vote: `first` start together; after every token (once the
   rows that ended have had their final events) `schedule(running)` says how many new samples to start in
   the freed rows, or None to end the rest now (finish_reason `cancelled`). Sample k is row k in events and
@@ -92,6 +94,7 @@ class Backend(Protocol):
         on_event: Callable[[MonitorEvent], None] | None = None,
         cancel: threading.Event | None = None,
         row_stopper: RowStopper | None = None,
+        budgets: Sequence[int] | None = None,
     ) -> list[Trajectory]: ...
 
     def sample(

@@ -20,7 +20,7 @@ model's own generation_config would add in `generate` (a repetition penalty, a d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from transformers import (
@@ -57,6 +57,7 @@ def decode(
     on_rows_ended: RowsEnded | None = None,
     schedule: Schedule | None = None,
     on_rows_added: RowsAdded | None = None,
+    budgets: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Generate up to `settings.max_new_tokens` tokens per row; return (batch, prompt + generated) token ids,
     finished rows padded with `pad_token_id` after their end, as `generate` returns them.
@@ -70,6 +71,8 @@ def decode(
     once. New rows join the cache left-padded to the current length (their prompt is
     prefilled once and reused), draw their first token in the next forward's step, and get their own
     `max_new_tokens`; `on_rows_added(masks)` gives the monitor their (rows, length) attention masks first.
+    `budgets`: each first row's own token budget (at most `settings.max_new_tokens`; default: that for all), so
+    requests with different budgets can share a batch; a row that reaches its budget ends as at the limit.
     """
     processors = processors or LogitsProcessorList()
     stopping = stopping or StoppingCriteriaList()
@@ -83,7 +86,10 @@ def decode(
     batch = input_ids.shape[0]
     live = torch.arange(batch, device=device)  # batch row of each cache row
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-    last_tick = torch.full((batch,), settings.max_new_tokens - 1, dtype=torch.long, device=device)
+    if budgets is not None and (len(budgets) != batch or not all(1 <= b <= settings.max_new_tokens for b in budgets)):
+        raise SIAError(f"budgets must give each of the {batch} rows 1 to {settings.max_new_tokens} tokens.")
+    last_tick = (torch.tensor(list(budgets), dtype=torch.long, device=device) - 1 if budgets is not None else
+                 torch.full((batch,), settings.max_new_tokens - 1, dtype=torch.long, device=device))
     mask = attention_mask.long()
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
     output = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,

@@ -98,13 +98,15 @@ class Monitor:
         cancel: threading.Event | None = None,
         row_stopper: RowStopper | None = None,
         probe: bool = True,
+        budgets: Sequence[int] | None = None,
     ) -> list[Trajectory]:
-        """Generate (batched) with the monitor attached; one trajectory per question, in order."""
+        """Generate (batched) with the monitor attached; one trajectory per question, in order. `budgets`: each
+        question's own token budget, at most `settings.max_new_tokens` (default: that for every question)."""
         questions = [questions] if isinstance(questions, str) else list(questions)
         if not questions:  # an empty batch (e.g. a filtered benchmark slice) is no work, not an error
             return []
         space_list = [spaces] * len(questions) if isinstance(spaces, AnswerSpace) else list(spaces)
-        return self._decode(questions, space_list, settings, on_event, cancel, row_stopper, probe)
+        return self._decode(questions, space_list, settings, on_event, cancel, row_stopper, probe, budgets=budgets)
 
     def sample(
         self,
@@ -135,9 +137,15 @@ class Monitor:
         row_stopper: RowStopper | None,
         probe: bool,
         schedule: Schedule | None = None,
+        budgets: Sequence[int] | None = None,
     ) -> list[Trajectory]:
         settings = settings or GenerationSettings()
         encoding, max_new = self.encode(questions, spaces, settings.max_new_tokens)
+        if budgets is not None:
+            if len(budgets) != len(questions) or not all(1 <= b <= settings.max_new_tokens for b in budgets):
+                raise SIAError(f"budgets must give each of the {len(questions)} questions 1 to "
+                               f"{settings.max_new_tokens} tokens.")
+            budgets = [min(budget, max_new) for budget in budgets]  # the context window may leave less
         cache = DynamicCache(config=self.model.config)
         cancel = cancel or threading.Event()
         row_stopper = row_stopper or RowStopper()
@@ -166,6 +174,7 @@ class Monitor:
             processors=LogitsProcessorList([monitor]),
             stopping=StoppingCriteriaList([CancelOnEvent(cancel), row_stopper]),
             on_rows_changed=monitor.set_cache_rows, on_rows_ended=ended, schedule=schedule, on_rows_added=added,
+            budgets=budgets,
         )
         reasons = []
         for index in range(sequences.shape[0]):

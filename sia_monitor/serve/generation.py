@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sia_monitor.backends.base import Backend, GenerationSettings
@@ -84,14 +84,13 @@ class Generation:
 
     def batch_key(self) -> Hashable | None:
         """What a request must share with others to run in one batch with them (None: it runs alone): one
-        choice, an observing guardrail, no seed of its own, and the same decoding settings, step mode and
-        calibrator. A batch has one seed and its rows' bf16 sums may round differently than alone, so a
-        client that fixed a seed gets a generation of its own."""
+        choice, an observing guardrail, no seed of its own, and the same sampling settings, step mode and
+        calibrator (each row keeps its own token budget). A batch has one seed and its rows' bf16 sums may
+        round differently than alone, so a client that fixed a seed gets a generation of its own."""
         if self.auto or self.seeded or len(self.settings) != 1:
             return None
         settings, backend = self.settings[0], self.backend
-        return (id(backend.scorer), backend.segmenter, backend.step_regex, settings.max_new_tokens,
-                settings.temperature, settings.top_p)
+        return (id(backend.scorer), backend.segmenter, backend.step_regex, settings.temperature, settings.top_p)
 
     def run(self, put: Callable[[Any], None], job: Job) -> None:
         """In the worker: generate each choice in turn, handing its events to `put` as they happen."""
@@ -172,5 +171,7 @@ def _run_batch(jobs: list[Job]) -> None:
             job.put(ChoiceItem(0, event))
 
     first = generations[0]
-    first.backend.generate([g.question for g in generations], [g.space for g in generations], first.settings[0],
-                           on_event=dispatch, cancel=cancel, row_stopper=stopper)
+    budgets = [g.settings[0].max_new_tokens for g in generations]
+    first.backend.generate([g.question for g in generations], [g.space for g in generations],
+                           replace(first.settings[0], max_new_tokens=max(budgets)), on_event=dispatch, cancel=cancel,
+                           row_stopper=stopper, budgets=budgets)
