@@ -57,6 +57,23 @@ class StopCutter:
         self.text += shown
         return shown
 
+    def relay(self, event: MonitorEvent, index: int, put: Callable[[Any], None], stop: Callable[[], None]) -> None:
+        """Hand a token, step or decision event of choice `index` on as the stop strings allow: text that may
+        start a stop string is held back, a match calls `stop` (within a token), and nothing past it is sent."""
+        if event.kind == "token":
+            shown = self.feed(event.text)
+            if self.hit:
+                stop()
+            if shown:
+                put(ChoiceItem(index, MonitorEvent("token", text=shown, detail=event.detail)))
+        elif not self.hit:  # steps and decisions after a stop string are past the text shown
+            put(ChoiceItem(index, event))
+
+    def release(self, event: MonitorEvent, index: int, put: Callable[[Any], None]) -> None:
+        """At the final event: hand on the text held back, since no stop string can follow it now."""
+        if rest := self.flush():
+            put(ChoiceItem(index, MonitorEvent("token", text=rest, detail=event.detail)))
+
 
 @dataclass
 class ChoiceItem:
@@ -106,21 +123,13 @@ class Generation:
         cutters: list[StopCutter] = []
         cutter = StopCutter(self.stops)
         for event in run.events():
-            if event.kind == "token":
-                shown = cutter.feed(event.text)
-                if cutter.hit:
-                    run.cancel()  # the stop string ends the generation within a token
-                if shown:
-                    put(ChoiceItem(index, MonitorEvent("token", text=shown, detail=event.detail)))
-            elif event.kind == "final":
-                rest = cutter.flush()
-                if rest:
-                    put(ChoiceItem(index, MonitorEvent("token", text=rest, detail=event.detail)))
+            if event.kind == "final":
+                cutter.release(event, index, put)
                 cutters.append(cutter)
                 if event.detail.get("more"):  # a resample: the next attempt starts with a new text
                     cutter = StopCutter(self.stops)
-            elif not cutter.hit:  # steps and decisions after a stop string are past the text shown
-                put(ChoiceItem(index, event))
+            else:
+                cutter.relay(event, index, put, run.cancel)
         best = run.best_index()
         kept: Trajectory = run.attempts[best]
         shown = cutters[best]
@@ -155,20 +164,12 @@ def _run_batch(jobs: list[Job]) -> None:
 
     def dispatch(event: MonitorEvent) -> None:
         job, cutter = jobs[event.row], cutters[event.row]
-        if event.kind == "token":
-            shown = cutter.feed(event.text)
-            if cutter.hit:
-                stopper.stop(event.row)
-            if shown:
-                job.put(ChoiceItem(0, MonitorEvent("token", text=shown, detail=event.detail)))
-        elif event.kind == "final":
-            rest = cutter.flush()
-            if rest:
-                job.put(ChoiceItem(0, MonitorEvent("token", text=rest, detail=event.detail)))
+        if event.kind == "final":
+            cutter.release(event, 0, job.put)
             job.put(ChoiceItem(0, MonitorEvent("final", trajectory=event.trajectory, detail={"attempts": 1}),
                                text=cutter.text, hit_stop=cutter.hit))
-        elif not cutter.hit:
-            job.put(ChoiceItem(0, event))
+        else:
+            cutter.relay(event, 0, job.put, lambda: stopper.stop(event.row))
 
     first = generations[0]
     budgets = [g.settings[0].max_new_tokens for g in generations]
