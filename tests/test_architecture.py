@@ -90,7 +90,7 @@ def test_the_checks_see_a_cycle() -> None:
 # (the `sia` wire schema, pure Python) sits with the records: the server writes it, clients read it.
 STAGES = (
     ("sia_monitor.errors", "sia_monitor.machine", "sia_monitor.threads", "sia_monitor.worker"),
-    ("sia_monitor.tasks",),
+    ("sia_monitor.tasks", "sia_monitor.engines"),
     ("sia_monitor.trajectory", "sia_monitor.scoring", "sia_monitor.models", "sia_monitor.client"),
     ("sia_monitor.probing",),
     ("calibrators",),

@@ -20,6 +20,12 @@ Contract, for a new backend:
   for `row_stopper`; a stopped row frees its compute at once. Returns every started sample, in order.
 - `force_answer` has the model write its answer line now, after `reasoning`; returns (line, parsed answer,
   tokens generated).
+- `distribution_after` is the answer distribution a probe reads after the chat prompt and given generated
+  token ids (so two backends can be compared on one prefix); `with_options` is the same model with another
+  step mode and scorer.
+
+Implementations: `in_process.Monitor` (transformers, in this process) and `engine.EngineBackend` (a serving
+engine over HTTP).
 """
 
 from __future__ import annotations
@@ -32,10 +38,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sia_monitor.errors import SIAError
 from sia_monitor.scoring import StepScorer
-from sia_monitor.tasks.answers import AnswerSpace
+from sia_monitor.tasks.answers import AnswerDistribution, AnswerSpace
 from sia_monitor.trajectory import MonitorEvent, Trajectory
 
 if TYPE_CHECKING:
+    from sia_monitor.probing.segmentation import SegmenterMode
     from sia_monitor.probing.stopping import RowStopper
 
 
@@ -62,6 +69,19 @@ class GenerationSettings:
         if self.temperature > 0:
             return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
         return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+def as_batch(questions: str | Sequence[str], spaces: AnswerSpace | Sequence[AnswerSpace]
+             ) -> tuple[list[str], list[AnswerSpace]]:
+    """`generate`'s arguments as one list of questions and one answer space per question."""
+    questions = [questions] if isinstance(questions, str) else list(questions)
+    return questions, [spaces] * len(questions) if isinstance(spaces, AnswerSpace) else list(spaces)
+
+
+def check_budgets(budgets: Sequence[int] | None, rows: int, max_new_tokens: int) -> None:
+    """Refuse per-row token budgets that do not give each row 1 to `max_new_tokens` tokens."""
+    if budgets is not None and (len(budgets) != rows or not all(1 <= b <= max_new_tokens for b in budgets)):
+        raise SIAError(f"budgets must give each of the {rows} questions 1 to {max_new_tokens} tokens.")
 
 
 @runtime_checkable
@@ -112,3 +132,10 @@ class Backend(Protocol):
     def force_answer(
         self, question: str, space: AnswerSpace, reasoning: str, max_new_tokens: int = 16
     ) -> tuple[str, str | None, int]: ...
+
+    def distribution_after(
+        self, question: str, space: AnswerSpace, tokens: Sequence[int], at_line_start: bool = True
+    ) -> AnswerDistribution: ...
+
+    def with_options(self, segmenter: SegmenterMode, step_regex: str | None, scorer: StepScorer | None
+                     ) -> Backend: ...

@@ -33,7 +33,7 @@ from transformers import (
 )
 from transformers.cache_utils import DynamicLayer
 
-from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.base import GenerationSettings, check_budgets
 from sia_monitor.errors import SIAError
 
 RowsChanged = Callable[[list[int]], None]
@@ -86,8 +86,7 @@ def decode(
     batch = input_ids.shape[0]
     live = torch.arange(batch, device=device)  # batch row of each cache row
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-    if budgets is not None and (len(budgets) != batch or not all(1 <= b <= settings.max_new_tokens for b in budgets)):
-        raise SIAError(f"budgets must give each of the {batch} rows 1 to {settings.max_new_tokens} tokens.")
+    check_budgets(budgets, batch, settings.max_new_tokens)
     last_tick = (torch.tensor(list(budgets), dtype=torch.long, device=device) - 1 if budgets is not None else
                  torch.full((batch,), settings.max_new_tokens - 1, dtype=torch.long, device=device))
     mask = attention_mask.long()

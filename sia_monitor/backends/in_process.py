@@ -15,16 +15,18 @@ from typing import Any
 import torch
 from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
 
-from sia_monitor.backends.base import GenerationSettings
+from sia_monitor.backends.base import GenerationSettings, as_batch, check_budgets
 from sia_monitor.backends.decode import Schedule, decode
 from sia_monitor.errors import SIAError
 from sia_monitor.models import DEFAULT_MODEL, LoadedModel, load_model
+from sia_monitor.probing.estimators import ProbeContext, make_estimator, recent_first
 from sia_monitor.probing.hidden_states import HiddenStateProjector, HiddenStateSpec
 from sia_monitor.probing.monitor import EventSink, SIAMonitor
+from sia_monitor.probing.probe import run_probe
 from sia_monitor.probing.segmentation import SegmenterMode
 from sia_monitor.probing.stopping import CancelOnEvent, RowStopper
 from sia_monitor.scoring import StepScorer
-from sia_monitor.tasks.answers import NUMERIC, AnswerSpace, parse_answer
+from sia_monitor.tasks.answers import NUMERIC, AnswerDistribution, AnswerSpace, parse_answer
 from sia_monitor.tasks.prompts import build_messages, probe_suffix
 from sia_monitor.trajectory import MonitorEvent, Trajectory
 from sia_monitor.worker import stream_from_worker
@@ -62,6 +64,11 @@ class Monitor:
     @property
     def model_id(self) -> str:
         return self.loaded.model_id
+
+    def with_options(self, segmenter: SegmenterMode, step_regex: str | None, scorer: StepScorer | None) -> Monitor:
+        """The same loaded model with another step mode and scorer (a server's per-request choices)."""
+        return Monitor(self.loaded, segmenter=segmenter, step_regex=step_regex, scorer=scorer,
+                       hidden_states=self.hidden_states)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -102,10 +109,9 @@ class Monitor:
     ) -> list[Trajectory]:
         """Generate (batched) with the monitor attached; one trajectory per question, in order. `budgets`: each
         question's own token budget, at most `settings.max_new_tokens` (default: that for every question)."""
-        questions = [questions] if isinstance(questions, str) else list(questions)
+        questions, space_list = as_batch(questions, spaces)
         if not questions:  # an empty batch (e.g. a filtered benchmark slice) is no work, not an error
             return []
-        space_list = [spaces] * len(questions) if isinstance(spaces, AnswerSpace) else list(spaces)
         return self._decode(questions, space_list, settings, on_event, cancel, row_stopper, probe, budgets=budgets)
 
     def sample(
@@ -142,9 +148,7 @@ class Monitor:
         settings = settings or GenerationSettings()
         encoding, max_new = self.encode(questions, spaces, settings.max_new_tokens)
         if budgets is not None:
-            if len(budgets) != len(questions) or not all(1 <= b <= settings.max_new_tokens for b in budgets):
-                raise SIAError(f"budgets must give each of the {len(questions)} questions 1 to "
-                               f"{settings.max_new_tokens} tokens.")
+            check_budgets(budgets, len(questions), settings.max_new_tokens)
             budgets = [min(budget, max_new) for budget in budgets]  # the context window may leave less
         cache = DynamicCache(config=self.model.config)
         cancel = cancel or threading.Event()
@@ -202,6 +206,23 @@ class Monitor:
         return stream_from_worker(
             lambda put: self.generate(question, space, settings, on_event=put, cancel=cancel, row_stopper=row_stopper),
             cancel.set, "sia-monitor-generate")
+
+    def distribution_after(self, question: str, space: AnswerSpace, tokens: Sequence[int],
+                           at_line_start: bool = True) -> AnswerDistribution:
+        """The answer distribution a probe reads after the chat prompt and these generated `tokens`: what a
+        step ending there records (`at_line_start`: the tokens end a line, so no newline goes first)."""
+        encoding, _ = self.encode([question], [space], 1)
+        ids = torch.cat([encoding["input_ids"], torch.tensor([list(tokens)], dtype=torch.long)], dim=1)
+        cache = DynamicCache(config=self.model.config)
+        with torch.inference_mode():
+            self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        estimator = make_estimator(self.tokenizer, space)
+        suffix_text = probe_suffix(space) if at_line_start else "\n" + probe_suffix(space)
+        context = ProbeContext(recent_numbers=recent_first(recent_first([], question),
+                                                           self.tokenizer.decode(list(tokens))))
+        tree, plan = estimator.plan(list(self.tokenizer.encode(suffix_text, add_special_tokens=False)), context)
+        result = run_probe(self.model, cache, torch.ones_like(ids), {0: tree}, self.tokenizer.pad_token_id or 0)
+        return estimator.read(plan, result.log_probs[0])
 
     def force_answer(
         self, question: str, space: AnswerSpace, reasoning: str, max_new_tokens: int = 16

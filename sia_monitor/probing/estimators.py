@@ -17,11 +17,13 @@ tokens' conditional probabilities (times, for numbers, the probability that the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
+from sia_monitor.engines.base import TopLogprobs
 from sia_monitor.probing.probe import ProbeTree
 from sia_monitor.tasks.answers import AnswerDistribution, AnswerSpace, arithmetic_results, numbers_in
 
@@ -42,10 +44,36 @@ class ScoringPlan:
     end_nodes: dict[tuple[int, int], int]  # (answer index, form index) -> node whose logits give P(end)
 
 
+class SparseLogProbs:
+    """A probe's per-node log-probabilities as an engine gives them: each node's top-N list, or None for a
+    node that was not asked about (its path was already below the engine's lists). Indexed like the dense
+    tensor, `[node, token]`; a token outside the node's list reads as -inf."""
+
+    def __init__(self, nodes: Sequence[TopLogprobs | None]) -> None:
+        self.nodes = list(nodes)
+
+    def __getitem__(self, key: tuple[int, int]) -> float:
+        node, token = key
+        top = self.nodes[node]
+        return -math.inf if top is None else top.logprobs.get(token, -math.inf)
+
+    def end_log_probs(self, continues: Callable[[str], bool]) -> list[float]:
+        """log P(the next token does not continue the answer) at each node, from the listed tokens: an upper
+        bound on P(end), since unlisted continuing tokens are not seen (0 for a node not asked about)."""
+        ends = []
+        for top in self.nodes:
+            if top is None:
+                ends.append(0.0)
+                continue
+            continuing = sum(math.exp(lp) for token, lp in top.logprobs.items() if continues(top.pieces.get(token, "")))
+            ends.append(math.log1p(-min(continuing, 1.0) + 1e-12))
+        return ends
+
+
 class Estimator(Protocol):
     def plan(self, suffix: list[int], context: ProbeContext) -> tuple[ProbeTree, ScoringPlan]: ...
 
-    def read(self, plan: ScoringPlan, log_probs: torch.Tensor) -> AnswerDistribution: ...
+    def read(self, plan: ScoringPlan, log_probs: torch.Tensor | SparseLogProbs) -> AnswerDistribution: ...
 
 
 class SequenceEstimator:
@@ -104,18 +132,29 @@ class SequenceEstimator:
     def continuation_mask(self, vocab_size: int) -> torch.Tensor:
         return torch.zeros(vocab_size, dtype=torch.bool)
 
-    def read(self, plan: ScoringPlan, log_probs: torch.Tensor) -> AnswerDistribution:
-        end = self._end_log_prob(log_probs) if self.needs_end else None
+    def read(self, plan: ScoringPlan, log_probs: torch.Tensor | SparseLogProbs) -> AnswerDistribution:
+        """The answer distribution from a probe's per-node log-probabilities: a dense (nodes, vocab) tensor
+        (the in-process probe), or an engine's top-N lists (`SparseLogProbs`), where a token outside a
+        node's list counts as 0, so `covered` is a lower bound."""
+        if isinstance(log_probs, SparseLogProbs):
+            end = log_probs.end_log_probs(self.continues) if self.needs_end else None
+        else:
+            end = self._end_log_prob(log_probs) if self.needs_end else None
         masses: dict[str, float] = {}
         for a_index, (answer, written) in enumerate(plan.forms.items()):
             total = 0.0
             for f_index, steps in enumerate(written):
                 score = sum(float(log_probs[node, token]) for node, token in steps)
-                if end is not None:
+                if end is not None and score > -math.inf:
                     score += float(end[plan.end_nodes[(a_index, f_index)]])
                 total += math.exp(score)
             masses[answer] = total
         return AnswerDistribution.from_masses(masses)
+
+    @staticmethod
+    def continues(piece: str) -> bool:
+        """Whether a token with this text would extend the answer written so far (`needs_end` estimators)."""
+        return False
 
 
 class ChoiceEstimator(SequenceEstimator):
@@ -156,13 +195,17 @@ class NumericEstimator(SequenceEstimator):
         return {number: written_forms(number) for number in chosen}
 
     def continuation_mask(self, vocab_size: int) -> torch.Tensor:
-        """Tokens that would extend a number: pieces starting with a digit, and the thousands comma."""
         mask = torch.zeros(vocab_size, dtype=torch.bool)
         pieces = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))  # type: ignore[attr-defined]
         for token_id, piece in enumerate(pieces):
-            if token_id < vocab_size and piece and (piece[0].isdigit() or piece == ","):
+            if token_id < vocab_size and self.continues(piece or ""):
                 mask[token_id] = True
         return mask
+
+    @staticmethod
+    def continues(piece: str) -> bool:
+        """Tokens that would extend a number: pieces starting with a digit, and the thousands comma."""
+        return bool(piece) and (piece[0].isdigit() or piece == ",")
 
 
 def written_forms(number: str) -> list[str]:

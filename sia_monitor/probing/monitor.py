@@ -236,13 +236,10 @@ class SIAMonitor(LogitsProcessor):
             row.done = True
             return None
         row.tokens.append(token)
-        piece = self._emit_text(index, row, token)
-        step = row.segmenter.feed(piece)
+        step = feed_step(row.segmenter, row.context, self._emit_text(index, row, token))
         if step is None:
             return None
-        row.context.recent_numbers = recent_first(row.context.recent_numbers, step.text)
-        if step.is_answer:
-            row.answered = True
+        row.answered = row.answered or step.is_answer
         return None if (row.answered or not self.probe_enabled) else step
 
     def _emit_text(self, index: int, row: _Row, token: int) -> str:
@@ -351,28 +348,68 @@ class SIAMonitor(LogitsProcessor):
         if row.held_bytes and self.on_event:
             self.on_event(MonitorEvent("token", row=index, text=self.text.decode(row.held_bytes)))
         row.held_bytes.clear()
-        final_text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)  # type: ignore[attr-defined]
-        # A trace cut short before its answer line has no answer: the prose fallback would read the last
-        # number of unfinished reasoning as one (and could grade it correct).
-        states = row.done or row.answered or reason == "length"
-        row.trajectory = Trajectory(
-            model_id=self.model_id,
-            question=row.question,
-            answer_space=row.space,
-            suffix=probe_suffix(row.space),
-            segmenter=self.segmenter_mode if self.segmenter_mode != "regex" else f"regex:{self.step_regex}",
-            steps=row.steps,
-            token_entropy=row.token_entropy[: len(row.tokens) + int(row.done)],
-            token_confidence=row.token_confidence[: len(row.tokens) + int(row.done)],
-            token_logprob=row.token_logprob[: len(row.tokens) + int(row.done)],
-            token_self_certainty=row.token_self_certainty[: len(row.tokens) + int(row.done)],
-            final_text=final_text,
-            parsed_answer=parse_answer(final_text, row.space) if states else None,
-            finish_reason=reason,
-            n_tokens=len(row.tokens),
-            elapsed_s=round(time.perf_counter() - max(self._started, row.started), 3),
-            generation=dict(self._generation),
+        row.trajectory = finished_trajectory(
+            model_id=self.model_id, question=row.question, space=row.space,
+            segmenter=segmenter_label(self.segmenter_mode, self.step_regex), steps=row.steps,
+            signals=TokenSignals(row.token_entropy, row.token_confidence, row.token_logprob,
+                                 row.token_self_certainty),
+            final_text=self.tokenizer.decode(row.tokens, skip_special_tokens=True),  # type: ignore[attr-defined]
+            n_tokens=len(row.tokens), done=row.done, answered=row.answered, reason=reason,
+            elapsed_s=time.perf_counter() - max(self._started, row.started), generation=self._generation,
         )
         if self.on_event:
             self.on_event(MonitorEvent("final", row=index, trajectory=row.trajectory))
 
+
+def feed_step(segmenter: StepSegmenter, context: ProbeContext, piece: str) -> CompletedStep | None:
+    """Feed a token's text to the row's segmenter; a step it closes also gives the next probe its numbers."""
+    step = segmenter.feed(piece)
+    if step is not None:
+        context.recent_numbers = recent_first(context.recent_numbers, step.text)
+    return step
+
+
+@dataclass
+class TokenSignals:
+    """The per-token signals of one row, one entry per drawn token (the EOS draw included)."""
+
+    entropy: list[float] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    logprob: list[float] = field(default_factory=list)
+    self_certainty: list[float] = field(default_factory=list)
+
+
+def segmenter_label(mode: str, step_regex: str | None) -> str:
+    """How a trajectory records its step mode: the mode, or "regex:PATTERN"."""
+    return mode if mode != "regex" else f"regex:{step_regex}"
+
+
+def finished_trajectory(
+    *, model_id: str, question: str, space: AnswerSpace, segmenter: str, steps: list[StepRecord],
+    signals: TokenSignals, final_text: str, n_tokens: int, done: bool, answered: bool, reason: str,
+    elapsed_s: float, generation: dict[str, object],
+) -> Trajectory:
+    """One row's trajectory as it ended, the same for every backend. `done`: it drew EOS (whose signals are
+    then the last entry); `answered`: it wrote its answer line."""
+    # A trace cut short before its answer line has no answer: the prose fallback would read the last
+    # number of unfinished reasoning as one (and could grade it correct).
+    states = done or answered or reason == "length"
+    kept = n_tokens + int(done)
+    return Trajectory(
+        model_id=model_id,
+        question=question,
+        answer_space=space,
+        suffix=probe_suffix(space),
+        segmenter=segmenter,
+        steps=steps,
+        token_entropy=signals.entropy[:kept],
+        token_confidence=signals.confidence[:kept],
+        token_logprob=signals.logprob[:kept],
+        token_self_certainty=signals.self_certainty[:kept],
+        final_text=final_text,
+        parsed_answer=parse_answer(final_text, space) if states else None,
+        finish_reason=reason,
+        n_tokens=n_tokens,
+        elapsed_s=round(elapsed_s, 3),
+        generation=dict(generation),
+    )

@@ -20,8 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from sia_monitor.backends.base import GenerationSettings
-from sia_monitor.backends.in_process import Monitor
+from sia_monitor.backends.base import Backend, GenerationSettings
 from sia_monitor.client import SiaDecision
 from sia_monitor.errors import SIAError
 from sia_monitor.scoring import StepScorer
@@ -55,18 +54,17 @@ class _Models:
     """One `Monitor` per (step mode, calibrator) over the one loaded model: step mode and scorer are
     per-request choices, the weights are shared."""
 
-    def __init__(self, monitor: Monitor, calibrator: str, force: bool) -> None:
+    def __init__(self, monitor: Backend, calibrator: str, force: bool) -> None:
         self.monitor = monitor
         self.calibrator, self.force = calibrator, force
         self._scorers: dict[str, StepScorer | None] = {}
 
-    def for_request(self, steps: str | None, step_regex: str | None, space: AnswerSpace, calibrator: bool) -> Monitor:
+    def for_request(self, steps: str | None, step_regex: str | None, space: AnswerSpace, calibrator: bool) -> Backend:
         if steps is None:
             steps, step_regex = self.monitor.segmenter, step_regex or self.monitor.step_regex
         scorer = self._scorer(space) if calibrator else None
         try:
-            return Monitor(self.monitor.loaded, segmenter=steps, step_regex=step_regex,  # type: ignore[arg-type]
-                           scorer=scorer)
+            return self.monitor.with_options(steps, step_regex, scorer)  # type: ignore[arg-type]
         except SIAError as exc:
             raise RequestError(str(exc), param="sia.step_regex") from exc
 
@@ -84,7 +82,7 @@ class _Models:
         return self._scorers[space.kind]
 
 
-def create_app(monitor: Monitor, *, api_key: str | None = None, limits: Limits | None = None,
+def create_app(monitor: Backend, *, api_key: str | None = None, limits: Limits | None = None,
                max_batch: int = 8, max_waiting: int = 32, calibrator: str = "auto", force: bool = False,
                default_temperature: float = 0.0) -> FastAPI:
     """The server over a loaded `monitor`: up to `max_batch` requests generated together, `max_waiting` more
