@@ -258,13 +258,21 @@ class EngineBackend:
         for node in range(len(tree) - 1, -1, -1):  # parents precede children
             if tree.parents[node] >= 0:
                 height[tree.parents[node]] = max(height[tree.parents[node]], height[node] + 1)
+        depth = {anchor: 0}
+        for node in range(anchor + 1, len(tree)):
+            depth[node] = depth[tree.parents[node]] + 1
+        # how deep the likely answers go (the estimator lists them first: the previous probe's top answers):
+        # a request reads no further, so no decode is spent past the answer the model is about to give
+        likely = max((len(form) for forms in list(plan.forms.values())[:3] for form in forms), default=1)
+        reach = likely + int(bool(plan.end_nodes))
         nodes: list[TopLogprobs | None] = [None] * len(tree)
         path_logprob = {anchor: 0.0}
         paths = {anchor: row.prompt + row.tokens + tree.tokens[: anchor + 1]}
         pending, requests, usage = [anchor], 0, Usage()
         while pending:
             start = pending.pop(0)
-            tops, drawn, cost = self.client.next_tokens(paths[start], self.probe_top_n, height[start] + 1, row.slot)
+            count = max(1, min(height[start] + 1, reach - depth[start]))
+            tops, drawn, cost = self.client.next_tokens(paths[start], self.probe_top_n, count, row.slot)
             requests, usage = requests + 1, usage + cost
             node = start
             for top, token in zip(tops, drawn, strict=False):
