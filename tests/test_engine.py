@@ -167,7 +167,10 @@ def test_the_openai_server_runs_on_the_engine(engine: EngineBackend) -> None:
         stream = chat.chat.completions.create(model=engine.model_id, messages=[{"role": "user", "content": QUESTION}],
                                               max_tokens=60, stream=True)
         text, steps, summary, _ = read_stream(stream)
+        reply = chat.chat.completions.create(model=engine.model_id, max_tokens=8,
+                                             messages=[{"role": "user", "content": QUESTION}])
     assert text and steps and all(s["entropy_bits"] >= 0 for s in steps)
+    assert reply.usage is not None and reply.usage.prompt_tokens > 20 and reply.usage.completion_tokens == 8
     assert summary is not None and summary["steps"] == len(steps)
 
 

@@ -480,7 +480,7 @@ class _Run:
         backend = self.backend
         text = bytes(row.text).decode("utf-8", errors="replace")
         generation = {**asdict(self.settings), "batch_size": self.batch_size,
-                      "engine": getattr(backend.client, "url", ""), "dtype": "engine"}
+                      "engine": getattr(backend.client, "url", ""), "dtype": "engine", "prompt_tokens": len(row.prompt)}
         trajectory = finished_trajectory(
             model_id=backend.model_id, question=row.question, space=row.space,
             segmenter=segmenter_label(backend.segmenter, backend.step_regex), steps=row.steps,

@@ -355,7 +355,9 @@ class SIAMonitor(LogitsProcessor):
                                  row.token_self_certainty),
             final_text=self.tokenizer.decode(row.tokens, skip_special_tokens=True),  # type: ignore[attr-defined]
             n_tokens=len(row.tokens), done=row.done, answered=row.answered, reason=reason,
-            elapsed_s=time.perf_counter() - max(self._started, row.started), generation=self._generation,
+            elapsed_s=time.perf_counter() - max(self._started, row.started),
+            generation={**self._generation, "prompt_tokens": int(row.prompt_mask.sum()) if row.prompt_mask is not None
+                        else 0},
         )
         if self.on_event:
             self.on_event(MonitorEvent("final", row=index, trajectory=row.trajectory))
