@@ -159,3 +159,36 @@ def test_a_calibrator_of_another_model_is_refused_on_the_data(own_files: dict[st
         assert main(["fit", "--data", str(own_files["fit"]), "--out", str(out)]) == 0
     assert main(["evaluate", "--calibrator", str(out), "--data", str(other), "--out", str(tmp_path / "r")]) == 2
     assert "fitted for model" in capsys.readouterr().err
+
+
+GSM8K = REPO / "calibrators" / "data" / MODEL / "gsm8k.jsonl.gz"
+
+
+def test_evaluate_transfer_between_two_sets_of_questions(tmp_path: Path) -> None:
+    source, target = tmp_path / "svamp-part.jsonl.gz", tmp_path / "gsm8k-part.jsonl.gz"
+    write_trajectories(source, list(read_trajectories(SVAMP))[:300], append=False)
+    write_trajectories(target, list(read_trajectories(GSM8K))[:300], append=False)
+    out = tmp_path / "transfer"
+    assert main(["evaluate", "--transfer", str(source), str(target), "--sizes", "25", "--out", str(out)]) == 0
+    entry = json.loads((out / "transfer.json").read_text())
+    assert (entry["source"], entry["target"]) == ("svamp-part", "gsm8k-part")
+    assert entry["target_test"] > 30 and entry["source_train"] > 200
+    assert [a["n"] for a in entry["adapted"]] == [25]
+    for scores in (entry["transfer"], entry["in_domain"], entry["adapted"][0]):
+        assert 0.0 <= scores["auroc_50"] <= 1.0 and 0.0 <= scores["auroc_100"] <= 1.0 and 0.0 <= scores["ece"] <= 1.0
+    markdown = (out / "transfer.md").read_text()
+    assert "svamp-part → gsm8k-part" in markdown and "AUROC drop at 50 %" in markdown
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "--transfer needs --out DIR"),
+    (["--out", "{root}/t", "--sizes", "0"], "--sizes must be positive"),
+    (["--out", "{root}/t", "--data", "{judge}"], "--transfer fits its own calibrators"),
+])
+def test_bad_transfer_options_are_one_line(own_files: dict[str, Path], extra: list[str], message: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["evaluate", "--transfer", str(own_files["fit"]), str(own_files["judge"]), *extra]
+    filled = [a.format(**{k: str(v) for k, v in own_files.items()}) for a in args]
+    assert main(filled) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -37,10 +37,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                      "with `collect --dataset`); needs --out")
     own.add_argument("--force", action="store_true",
                      help="judge it even on trajectories of another model or answer type than it was fitted for")
+    transfer = evaluate.add_argument_group("transfer between two sets of questions")
+    transfer.add_argument("--transfer", type=Path, nargs=2, default=None, metavar=("SOURCE", "TARGET"),
+                          help="how well a calibrator fitted on SOURCE's questions (trajectory files, as `fit --data` "
+                          "fits) does on TARGET's held-out questions, against one fitted on TARGET itself, and after "
+                          "adding n of TARGET's questions to SOURCE (n from --sizes); writes transfer.json and "
+                          "transfer.md to --out")
+    transfer.add_argument("--sizes", type=int, nargs="+", default=None, metavar="N",
+                          help="with --transfer: how many target questions to add (default 25 50 100 200)")
     evaluate.set_defaults(handler=command)
 
 
 def command(args: argparse.Namespace) -> int:
+    if args.transfer is not None:
+        return _transfer(args)
     from calibrators.artifact import SHIPPED_DIR
     from calibrators.fitting import select_recipes
     from calibrators.report import DEFAULT_OUT, build_report, write_report
@@ -86,3 +96,48 @@ def _own(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
             calibrator.check(trajectory.model_id, trajectory.answer_space, force=args.force)
             checked.add(key)
     return [recipe], {recipe.key: calibrator}
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    """`--transfer SOURCE TARGET`: the transfer study on two trajectory files, checked before any fit."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from calibrators.dataset import load_graded
+    from calibrators.transfer import SIZES, fits_needed, split_questions, transfer_markdown, transfer_study
+
+    if args.out is None:
+        raise SIAError("--transfer needs --out DIR: transfer.json and transfer.md are written there.")
+    if args.calibrator or args.data or args.update or args.recipes:
+        raise SIAError("--transfer fits its own calibrators: it takes no --calibrator, --data, --update or --recipes.")
+    sizes = args.sizes or list(SIZES)
+    if any(n < 1 for n in sizes):
+        raise SIAError("--sizes must be positive numbers of questions.")
+    source, target = (load_graded([path]) for path in args.transfer)
+    for path, trajectories in zip(args.transfer, (source, target), strict=True):
+        train, held = split_questions(trajectories)
+        if not train or not held:
+            raise SIAError(f"{path}: {len(train)} training and {len(held)} held-out traces; the transfer study "
+                           "needs both (a few dozen questions at least).")
+    kinds = {(t.model_id, t.answer_space.kind) for t in [*source, *target]}
+    if len(kinds) > 1:
+        raise SIAError(f"--transfer needs one model and one answer type in both files, not {sorted(kinds)}.")
+    names = (args.transfer[0].name.split(".")[0], args.transfer[1].name.split(".")[0])
+    err = Console(stderr=True, highlight=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task(f"{names[0]} → {names[1]}: fits", total=fits_needed(sizes, 2))
+        entry = transfer_study(source, target, names, sizes, advance=lambda: progress.advance(task))
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = [args.out / "transfer.json", args.out / "transfer.md"]
+    for path, text in zip(written, (json.dumps(entry, indent=2) + "\n",
+                                    "\n".join(transfer_markdown([entry])) + "\n"), strict=True):
+        staging = path.with_suffix(path.suffix + ".tmp")
+        staging.write_text(text, encoding="utf-8")
+        staging.replace(path)  # a report that is killed mid-write leaves the previous one whole
+    drop = entry["in_domain"]["auroc_100"] - entry["transfer"]["auroc_100"]
+    err.print(f"{escape(names[0])} → {escape(names[1])}: last-step AUROC {entry['transfer']['auroc_100']:.3f} "
+              f"against {entry['in_domain']['auroc_100']:.3f} in-domain ({drop:+.3f}); wrote "
+              f"{', '.join(escape(str(p)) for p in written)}")
+    return 0
