@@ -140,7 +140,11 @@ def transfer_rows(calibrator: Calibrator, table: PrefixTable, label: str) -> dic
 def judge(calibrator: Calibrator, table: PrefixTable) -> dict[str, float]:
     """AUROC at 50 % and at 100 % of each trace's steps, and ECE over every step: the three numbers the
     benchmarks of fitting on one's own or on other data (`own_data.py`, `transfer.py`) compare."""
-    p = calibrator.estimator.p_correct(table.X)
+    return judge_probabilities(table, calibrator.estimator.p_correct(table.X))
+
+
+def judge_probabilities(table: PrefixTable, p: np.ndarray) -> dict[str, float]:
+    """`judge`'s numbers for given P(correct) per row of `table`."""
     at = dict(positions(table))
     return {"auroc_50": score_signal(table.y[at["50%"]], p[at["50%"]], True)["auroc"],
             "auroc_100": score_signal(table.y[at["100%"]], p[at["100%"]], True)["auroc"],

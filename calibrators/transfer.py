@@ -3,8 +3,10 @@
 The study behind `sia-monitor evaluate --transfer SOURCE TARGET` and `benchmarks/transfer.py`: a calibrator
 fitted as `sia-monitor fit --data` fits one, on the source's training questions, is judged on the target's
 held-out questions (the fixed split), against one fitted on the target's own training questions (in-domain).
-Then adaptation: refit on the source's training questions plus n of the target's (random draws), judged on
-the same held-out questions, so a user knows how many of their own questions to label.
+Then two ways to adapt with n of the target's training questions (random draws), judged on the same held-out
+questions, so a user knows how many of their own questions to label: refit on the source's questions plus
+those n, or keep the source's calibrator and only recalibrate it (a sigmoid on its logit, fitted on the n
+questions' prefixes), which keeps what was learned about the curve and moves only the probability scale.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy.optimize import minimize
+
 from sia_monitor.tasks.benchmarks import is_heldout
 from sia_monitor.trajectory import Trajectory, write_trajectories
 
+from .artifact import Calibrator
 from .dataset import PrefixTable, question_id
-from .evaluation import judge
+from .evaluation import judge, judge_probabilities
 from .fitting import fit_all, recipe_for_data
 
 KEYS = ("auroc_50", "auroc_100", "ece")
@@ -44,26 +50,54 @@ def transfer_study(source: Sequence[Trajectory], target: Sequence[Trajectory], n
     test = PrefixTable.build(target_test)
     with tempfile.TemporaryDirectory() as scratch:
 
-        def fitted_on(trajectories: list[Trajectory], label: str) -> dict[str, float]:
+        def fit(trajectories: list[Trajectory], label: str) -> Calibrator:
             path = Path(scratch) / f"{label}.jsonl.gz"
             write_trajectories(path, trajectories, append=False)
             ((calibrator, _, _),) = fit_all([recipe_for_data([path], label)], save=False).values()
             if advance:
                 advance()
-            return judge(calibrator, test)
+            return calibrator
 
+        transferred = fit(source_train, "transfer")
         entry: dict[str, Any] = {
             "source": names[0], "target": names[1], "source_train": len(source_train),
             "target_train": len(target_train), "target_test": len(test.trajectories),
-            "transfer": fitted_on(source_train, "transfer"), "in_domain": fitted_on(target_train, "in-domain"),
-            "adapted": []}
+            "transfer": judge(transferred, test), "in_domain": judge(fit(target_train, "in-domain"), test),
+            "adapted": [], "recalibrated": []}
         for n in sizes:
             if n > len(target_train):
                 continue
-            scores = [fitted_on(source_train + random.Random(draw).sample(target_train, n), f"adapted-{n}-{draw}")
-                      for draw in range(draws)]
-            entry["adapted"].append({"n": n, **{k: statistics.fmean(s[k] for s in scores) for k in KEYS}})
+            picks = [random.Random(draw).sample(target_train, n) for draw in range(draws)]
+            refits = [judge(fit(source_train + pick, f"adapted-{n}-{draw}"), test) for draw, pick in enumerate(picks)]
+            entry["adapted"].append({"n": n, **{k: statistics.fmean(s[k] for s in refits) for k in KEYS}})
+            recalibrated = [_recalibrated_scores(transferred, PrefixTable.build(pick), test) for pick in picks]
+            entry["recalibrated"].append({"n": n, **{k: statistics.fmean(s[k] for s in recalibrated) for k in KEYS}})
     return entry
+
+
+def _recalibrated_scores(calibrator: Calibrator, few: PrefixTable, test: PrefixTable) -> dict[str, float]:
+    """`judge`'s scores of the calibrator after a sigmoid on its logit, fitted on the prefixes of `few`."""
+    def logit(table: PrefixTable) -> np.ndarray:
+        p = np.clip(calibrator.estimator.p_correct(table.X), 1e-4, 1 - 1e-4)
+        return np.log(p / (1 - p))[:, None]
+
+    if len(set(few.y.tolist())) < 2:  # all right or all wrong: nothing to fit a scale on, keep it as it is
+        return judge(calibrator, test)
+    slope, intercept = _platt(logit(few)[:, 0], few.y)
+    return judge_probabilities(test, 1 / (1 + np.exp(-(slope * logit(test)[:, 0] + intercept))))
+
+
+def _platt(score: np.ndarray, y: np.ndarray, min_slope: float = 0.05) -> tuple[float, float]:
+    """Platt's sigmoid on a score, its slope kept at `min_slope` or more: on a few dozen questions a free fit
+    can flatten or invert the ranking, and a recalibration should only move the probability scale."""
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = theta[0] * score + theta[1]
+        p = 1 / (1 + np.exp(-z))
+        value = float(np.sum(np.logaddexp(0, z) - y * z))
+        return value, np.array([np.sum((p - y) * score), np.sum(p - y)])
+
+    fitted = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=[(min_slope, None), (None, None)])
+    return float(fitted.x[0]), float(fitted.x[1])
 
 
 def fits_needed(sizes: Sequence[int], draws: int) -> int:
@@ -77,7 +111,9 @@ def transfer_markdown(entries: Sequence[dict[str, Any]]) -> list[str]:
     for entry in entries:
         direction = f"{entry['source']} → {entry['target']}"
         rows = [(f"{entry['source']} ({entry['source_train']} traces)", entry["transfer"]),
-                *((f"{entry['source']} + {a['n']} {entry['target']} questions", a) for a in entry["adapted"]),
+                *((f"{entry['source']} + {a['n']} {entry['target']} questions, refitted", a) for a in entry["adapted"]),
+                *((f"{entry['source']}, recalibrated on {a['n']} {entry['target']} questions", a)
+                  for a in entry.get("recalibrated", [])),
                 (f"{entry['target']} only ({entry['target_train']}, in-domain)", entry["in_domain"])]
         for label, scores in rows:
             lines.append(f"| {direction} | {label} | {scores['auroc_50']:.3f} | {scores['auroc_100']:.3f} | "

@@ -173,8 +173,10 @@ def test_evaluate_transfer_between_two_sets_of_questions(tmp_path: Path) -> None
     entry = json.loads((out / "transfer.json").read_text())
     assert (entry["source"], entry["target"]) == ("svamp-part", "gsm8k-part")
     assert entry["target_test"] > 30 and entry["source_train"] > 200
-    assert [a["n"] for a in entry["adapted"]] == [25]
-    for scores in (entry["transfer"], entry["in_domain"], entry["adapted"][0]):
+    assert [a["n"] for a in entry["adapted"]] == [a["n"] for a in entry["recalibrated"]] == [25]
+    # recalibrating is an increasing map of the transferred calibrator's P(correct): its ranking is kept
+    assert entry["recalibrated"][0]["auroc_100"] == pytest.approx(entry["transfer"]["auroc_100"], abs=1e-9)
+    for scores in (entry["transfer"], entry["in_domain"], entry["adapted"][0], entry["recalibrated"][0]):
         assert 0.0 <= scores["auroc_50"] <= 1.0 and 0.0 <= scores["auroc_100"] <= 1.0 and 0.0 <= scores["ece"] <= 1.0
     markdown = (out / "transfer.md").read_text()
     assert "svamp-part → gsm8k-part" in markdown and "AUROC drop at 50 %" in markdown
