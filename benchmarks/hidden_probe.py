@@ -46,6 +46,12 @@ DEFAULT_DATA = ROOT / "calibrators" / "data" / "qwen2.5-coder-0.5b-instruct" / "
 FOLDS = 5
 
 
+def _shown(path: Path) -> str:
+    """A data file as the report names it: relative to the repository when it is inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def hidden_matrix(table: PrefixTable) -> np.ndarray:
     """Each row's hidden states at its last step, layers concatenated."""
     rows = []
@@ -119,7 +125,7 @@ def main() -> None:
     hidden = hidden_matrix(table)
     held = table.heldout_rows()
     train = ~held
-    results: dict[str, object] = {"machine": cpu_name(), "data": [str(p.relative_to(ROOT)) for p in args.data],
+    results: dict[str, object] = {"machine": cpu_name(), "data": [_shown(p) for p in args.data],
                                   "traces": len(table.trajectories), "prefixes": len(table),
                                   "accuracy": round(float(np.mean([t.correct for t in table.trajectories])), 3)}
     console.print("entropy-only: selecting the shipped recipe's configuration")
