@@ -10,7 +10,8 @@ scored on the held-out questions at 50 % and 100 % of each trace's steps:
 - `hidden`: standardised hidden states -> PCA (32/64/128, or all 192) -> L2 logistic regression (C chosen by
   grouped CV);
 - `both`: entropy features + the same PCA of the hidden states -> L2 logistic regression;
-- each of the last two also with a sigmoid recalibration fitted on its grouped out-of-fold scores.
+- each of the last two also with a sigmoid and an isotonic recalibration fitted on its grouped out-of-fold
+  scores.
 
     python benchmarks/hidden_probe.py                                   # SVAMP, about 2 minutes
     python benchmarks/hidden_probe.py --data calibrators/data/qwen2.5-coder-0.5b-instruct/hidden/gsm8k.jsonl.gz
@@ -29,6 +30,7 @@ import numpy as np
 from rich.console import Console
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
@@ -94,14 +96,17 @@ def choose(X: np.ndarray, y: np.ndarray, groups: np.ndarray, entropy_columns: in
     return {"components": best["components"], "C": best["C"]}, scores
 
 
-def platt(X: np.ndarray, y: np.ndarray, groups: np.ndarray, config: dict[str, Any], columns: int
-          ) -> LogisticRegression:
-    """A sigmoid recalibration of the chosen model, fitted on its grouped out-of-fold scores (training rows)."""
+def recalibrations(X: np.ndarray, y: np.ndarray, groups: np.ndarray, config: dict[str, Any], columns: int
+                   ) -> dict[str, Any]:
+    """A sigmoid and an isotonic recalibration of the chosen model's score, fitted on its grouped out-of-fold
+    scores over the training rows; each maps a decision score to P(correct)."""
     oof = np.zeros(len(y))
     for train, test in GroupKFold(n_splits=FOLDS).split(X, y, groups):
         model = logistic(config["components"], config["C"], columns).fit(X[train], y[train])
         oof[test] = model.decision_function(X[test])
-    return LogisticRegression(C=1e6).fit(oof[:, None], y)
+    sigmoid = LogisticRegression(C=1e6).fit(oof[:, None], y)
+    isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(oof, y)
+    return {"sigmoid": lambda score: sigmoid.predict_proba(score[:, None])[:, 1], "isotonic": isotonic.predict}
 
 
 def scored(table: PrefixTable, test: np.ndarray, p: np.ndarray) -> dict[str, dict[str, float]]:
@@ -139,8 +144,9 @@ def main() -> None:
         config, _ = choose(X[train], table.y[train], table.groups[train], columns)
         model = logistic(config["components"], config["C"], columns).fit(X[train], table.y[train])
         candidates[name] = (config, model.predict_proba(X[held])[:, 1])
-        sigmoid = platt(X[train], table.y[train], table.groups[train], config, columns)
-        candidates[name + " + sigmoid"] = (config, sigmoid.predict_proba(model.decision_function(X[held])[:, None])[:, 1])
+        score = model.decision_function(X[held])
+        for method, mapping in recalibrations(X[train], table.y[train], table.groups[train], config, columns).items():
+            candidates[f"{name} + {method}"] = (config, mapping(score))
     results["heldout"] = {name: {"config": config, **scored(table, held, p)} for name, (config, p) in
                           candidates.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +158,7 @@ def main() -> None:
         config = entry["config"]
         model = (f"{config['model']} + {config['method']}" if name == "entropy" else
                  f"{'PCA ' + str(config['components']) if config['components'] else 'all 192'} + logistic "
-                 f"C={config['C']}" + (" + sigmoid" if "sigmoid" in name else ""))
+                 f"C={config['C']}" + "".join(f" + {m}" for m in ("sigmoid", "isotonic") if m in name))
         lines.append(f"| {name} | {model} | {entry['50%']['auroc']:.3f} | {entry['100%']['auroc']:.3f} | "
                      f"{entry['50%']['ece']:.3f} | {entry['100%']['ece']:.3f} |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
