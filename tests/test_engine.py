@@ -36,8 +36,8 @@ from sia_monitor.trajectory import MonitorEvent, Trajectory, read_trajectories
 
 QUESTION = "A baker made 24 muffins and sold 9. How many are left?"
 # Agreement with the in-process backend on one prefix: Q4_1 matmuls (with 8-bit activations) against bf16
-# dequantised weights move an answer's probability by a few hundredths; measured |dH| <= 0.02 bits on the
-# fixture's traces, asserted with room for other CPUs' kernels.
+# dequantised weights move an answer's probability by a few hundredths; the bound leaves room for other CPUs'
+# kernels.
 ENTROPY_TOLERANCE_BITS = 0.15
 
 
