@@ -8,6 +8,8 @@ training questions (in-domain). Then adaptation: refit on the source's training 
 their own questions to label. No model needed.
 
     python benchmarks/transfer.py            # about 10 minutes on 2 cores
+    python benchmarks/transfer.py --hidden-states    # hidden-state calibrators on the schema-2 files (math only
+                                                     # until ARC's re-collection is complete)
 
 Writes benchmarks/results/transfer.json and .md.
 """
@@ -36,23 +38,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--draws", type=int, default=2, help="random draws of the n target questions (default 2)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "transfer.json")
+    parser.add_argument("--hidden-states", action="store_true",
+                        help="feature version 2: hidden-state calibrators on calibrators/data/<model>/hidden/")
+    parser.add_argument("--directions", nargs="+", default=None, metavar="SOURCE:TARGET",
+                        help="only these directions (default: all four; with --hidden-states, those whose files exist)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: benchmarks/results/transfer.json (transfer-hidden.json with --hidden-states)")
     args = parser.parse_args()
 
-    data = {name: list(read_trajectories(DATA / f"{name}.jsonl.gz")) for name in {n for pair in DIRECTIONS for n in pair}}
+    folder = DATA / "hidden" if args.hidden_states else DATA
+    directions = [tuple(d.split(":", 1)) for d in args.directions] if args.directions else [
+        pair for pair in DIRECTIONS if all((folder / f"{name}.jsonl.gz").is_file() for name in pair)]
+    out = args.out or ROOT / "benchmarks" / "results" / ("transfer-hidden.json" if args.hidden_states else "transfer.json")
+    features = "hidden" if args.hidden_states else "entropy"
+    data = {name: list(read_trajectories(folder / f"{name}.jsonl.gz")) for name in {n for pair in directions for n in pair}}
     results = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("fits", total=len(DIRECTIONS) * fits_needed(args.sizes, args.draws))
-        for source, target in DIRECTIONS:
+        task = progress.add_task("fits", total=len(directions) * fits_needed(args.sizes, args.draws))
+        for source, target in directions:
             results.append(transfer_study(data[source], data[target], (source, target), args.sizes, args.draws,
-                                          advance=lambda: progress.advance(task)))
-    summary = {"machine": cpu_name(), "model": MODEL, "directions": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    lines = ["Default model, greedy traces; fitted as `fit --data` fits, judged on the target's held-out questions.",
-             "", *transfer_markdown(results)]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+                                          advance=lambda: progress.advance(task), features=features))
+    summary = {"machine": cpu_name(), "model": MODEL, "features": features, "directions": results}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    what = "hidden-state calibrators (feature version 2)" if args.hidden_states else "entropy-curve calibrators"
+    heading = (f"Default model, greedy traces, {what}; fitted as `fit --data` fits, judged on the target's held-out "
+               "questions.")
+    lines = [heading, "", *transfer_markdown(results)]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     console.print("\n".join(lines))
 
 

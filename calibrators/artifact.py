@@ -29,13 +29,14 @@ from sklearn.exceptions import InconsistentVersionWarning
 from threadpoolctl import threadpool_limits
 
 from sia_monitor.errors import SIAError, SIAWarning
+from sia_monitor.probing.hidden_states import HiddenStateSpec
 from sia_monitor.scoring import Prefix
 from sia_monitor.tasks.answers import AnswerSpace
 from sia_monitor.tasks.prompts import probe_suffix
 from sia_monitor.trajectory import Trajectory
 
 from .estimator import StepCalibrator
-from .features import FEATURE_NAMES, FEATURE_VERSION, prefix_features
+from .features import FEATURE_NAMES, FEATURE_VERSION, HiddenColumns, prefix_features
 
 FORMAT = "sia-monitor/calibrator"
 FORMAT_VERSION = 1
@@ -110,6 +111,7 @@ class CalibratorInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     feature_version: int = FEATURE_VERSION
     feature_names: list[str] = field(default_factory=lambda: list(FEATURE_NAMES))
+    hidden: dict[str, Any] | None = None  # feature version 2: the hidden-state vectors read (`HiddenColumns`)
 
 
 class Calibrator:
@@ -118,21 +120,45 @@ class Calibrator:
     def __init__(self, estimator: StepCalibrator, info: CalibratorInfo) -> None:
         self.estimator = estimator
         self.info = info
+        self.hidden_columns = HiddenColumns.from_json(info.hidden) if info.hidden else None
+
+    @property
+    def hidden_state_spec(self) -> HiddenStateSpec | None:
+        """What the monitor must record for this calibrator (None: it reads the entropy curve only)."""
+        return self.hidden_columns.spec() if self.hidden_columns else None
+
+    def describe(self) -> str:
+        """One line for the user: which calibrator is in use and what it reads."""
+        reads = "the entropy curve + hidden states" if self.hidden_columns else "the entropy curve"
+        return f"{self.info.model_id}/{self.info.name} ({reads})"
 
     def p_correct(self, prefix: Prefix) -> float:
         with threadpool_limits(limits=1, user_api="openmp"):  # see curve
-            return float(self.estimator.p_correct(prefix_features(prefix)[None, :])[0])
+            row = prefix_features(prefix, self.hidden_columns)
+            return float(self.estimator.p_correct(row[None, :])[0])
 
     def curve(self, trajectory: Trajectory) -> list[float]:
         """P(correct) after each step of a saved trajectory (what the live monitor would have shown), in one
         call to the estimator: replaying thousands of saved samples step by step is then seconds, not minutes."""
         if not trajectory.steps:
             return []
-        rows = np.stack([prefix_features(Prefix.of(trajectory, k)) for k in range(1, len(trajectory.steps) + 1)])
+        rows = np.stack([prefix_features(Prefix.of(trajectory, k), self.hidden_columns)
+                         for k in range(1, len(trajectory.steps) + 1)])
         # One OpenMP thread: HistGradientBoosting's threads spin-wait, and next to a running model (or any busy
         # core) a prediction of a few rows took 2 s instead of 6 ms (measured on 2 cores during a collection).
         with threadpool_limits(limits=1, user_api="openmp"):
             return [float(p) for p in self.estimator.p_correct(rows)]
+
+    def p_correct_rows(self, X: np.ndarray, hidden: HiddenColumns | None) -> np.ndarray:
+        """P(correct) for rows of a `PrefixTable` (X, with its hidden columns `hidden`): an entropy-only
+        calibrator reads the entropy columns of any table; a hidden-state one needs its own kind of vector."""
+        if self.hidden_columns is None:
+            return self.estimator.p_correct(X[:, :len(FEATURE_NAMES)])
+        if hidden != self.hidden_columns:
+            raise SIAError(f"Calibrator {self.describe()} reads hidden states these trajectories "
+                           f"{'do not carry' if hidden is None else 'carry in another kind'}.",
+                           "Judge it on trajectories collected in-process with the same --hidden-dims.")
+        return self.estimator.p_correct(X)
 
     def check(self, model_id: str, space: AnswerSpace, force: bool = False) -> None:
         """Refuse (or with force, warn) when used for a model or answer type it was not fitted for."""
@@ -243,6 +269,8 @@ def load_calibrator(path: str | Path) -> Calibrator:
         raise SIAError(f"{path} does not hold a StepCalibrator.")
     try:
         info = CalibratorInfo(**json.loads(payload["info"]))
+        if info.hidden is not None:
+            HiddenColumns.from_json(info.hidden)
     except (TypeError, ValueError, KeyError) as exc:
         raise SIAError(f"{path} has a malformed description ({exc}).") from exc
     if info.feature_version != FEATURE_VERSION:
@@ -259,20 +287,44 @@ def load_calibrator(path: str | Path) -> Calibrator:
     return Calibrator(estimator, info)
 
 
+HIDDEN_SUFFIX = "-hidden"  # shipped/<model>/<kind>-hidden.skops: the feature-v2 calibrator of that answer type
+
+
 def shipped_calibrator_path(model_id: str, kind: str) -> Path | None:
     """The calibrator shipped for a model and answer type, if there is one."""
     path = SHIPPED_DIR / model_id / f"{kind}.skops"
     return path if path.is_file() else None
 
 
-def calibrator_for(model_id: str, space: AnswerSpace, choice: str = "auto", force: bool = False) -> Calibrator | None:
-    """The calibrator to score a generation with: "auto" (the shipped one for this model and answer type,
-    else the model's pooled one, else None), "none", or a path to a .skops file (checked against the model)."""
+def shipped_hidden_state_spec(model_id: str) -> HiddenStateSpec | None:
+    """The hidden states a model's shipped hidden-state calibrators read (from their cards; None: none ships), so
+    a server can record them from the start, before any request says which answer type it needs."""
+    for path in sorted((SHIPPED_DIR / model_id).glob(f"*{HIDDEN_SUFFIX}.json")):
+        try:
+            hidden = json.loads(path.read_text(encoding="utf-8")).get("hidden")
+        except (OSError, ValueError):
+            continue
+        if isinstance(hidden, dict):
+            return HiddenColumns.from_json(hidden).spec()
+    return None
+
+
+def calibrator_for(model_id: str, space: AnswerSpace, choice: str = "auto", force: bool = False,
+                   hidden_states: bool = False) -> Calibrator | None:
+    """The calibrator to score a generation with: "auto", "none", or a path to a .skops file (checked against
+    the model).
+
+    "auto" takes, in order: the shipped hidden-state calibrator for this model and answer type when
+    `hidden_states` (the backend records them: in-process, yes; an engine, no), the shipped entropy-only one,
+    the model's pooled one, else None. A hidden-state calibrator ships only where it beat the entropy-only one
+    on held-out questions (BENCHMARKS.md), so the entropy-only one is always there as the fallback.
+    """
     if choice == "none":
         return None
     if choice == "auto":
-        path = shipped_calibrator_path(model_id, space.kind) or shipped_calibrator_path(model_id, "pooled")
-        if path is None:
+        path = ((hidden_states and shipped_calibrator_path(model_id, space.kind + HIDDEN_SUFFIX))
+                or shipped_calibrator_path(model_id, space.kind) or shipped_calibrator_path(model_id, "pooled"))
+        if not path:
             return None
     else:
         path = Path(choice)

@@ -19,7 +19,7 @@ from sia_monitor.errors import SIAError
 from sia_monitor.tasks.benchmarks import HELDOUT_FRACTION, is_heldout, item_group
 from sia_monitor.trajectory import Trajectory, read_trajectories
 
-from .features import FEATURE_NAMES, trajectory_features
+from .features import FEATURE_NAMES, HiddenColumns, trajectory_features
 
 
 def question_id(trajectory: Trajectory) -> str:
@@ -62,6 +62,31 @@ def load_graded(paths: Iterable[str | Path]) -> list[Trajectory]:
     return trajectories
 
 
+def hidden_columns_of(trajectories: Sequence[Trajectory]) -> HiddenColumns:
+    """The hidden-state vectors every step of `trajectories` carries, refused unless all carry the same kind.
+
+    Why all-or-nothing: a feature-v2 calibrator cannot score a step without them, so a file with gaps (records
+    collected before schema 2, or on an engine) would silently shrink the data or mix kinds of vector."""
+    kinds: dict[HiddenColumns, int] = {}
+    missing = 0
+    for t in trajectories:
+        for step in t.steps:
+            if step.hidden is None:
+                missing += 1
+            else:
+                kind = HiddenColumns.of(step)
+                kinds[kind] = kinds.get(kind, 0) + 1
+    if missing or not kinds:
+        raise SIAError(f"{missing} of {missing + sum(kinds.values())} steps carry no hidden states; a hidden-state "
+                       "calibrator needs them on every step.", "Collect in-process (`sia-monitor collect` records "
+                       "them by default; engines give none), or fit an entropy-only calibrator.")
+    if len(kinds) > 1:
+        raise SIAError(f"The steps carry {len(kinds)} different kinds of hidden-state vector "
+                       f"({'; '.join(f'{n} x layers {list(k.layers)}, {k.dims} numbers' for k, n in kinds.items())}).",
+                       "Fit on trajectories collected with the same --hidden-dims.")
+    return next(iter(kinds))
+
+
 @dataclass
 class PrefixTable:
     """Rows = prefixes. `trace` indexes `trajectories`; `k` is the step count of the prefix (1-based)."""
@@ -76,21 +101,28 @@ class PrefixTable:
     skipped: int = 0  # trajectories without any step (nothing to score before the answer)
     feature_names: tuple[str, ...] = field(default=FEATURE_NAMES)
 
+    hidden: HiddenColumns | None = None  # the hidden-state columns after the entropy ones, if any
+
     @classmethod
-    def build(cls, trajectories: Sequence[Trajectory]) -> PrefixTable:
+    def build(cls, trajectories: Sequence[Trajectory], hidden: bool = False) -> PrefixTable:
+        """One row per prefix; `hidden`: append each step's hidden-state vectors (every step must have them)."""
         kept = [t for t in trajectories if t.steps and t.correct is not None]
-        blocks = [trajectory_features(t) for t in kept]
+        columns = hidden_columns_of(kept) if hidden else None
+        names = FEATURE_NAMES + (columns.names() if columns else ())
+        blocks = [trajectory_features(t, columns) for t in kept]
         lengths = np.array([len(t.steps) for t in kept], dtype=int)
         trace = np.repeat(np.arange(len(kept)), lengths)
         return cls(
             trajectories=kept,
-            X=np.vstack(blocks) if blocks else np.empty((0, len(FEATURE_NAMES))),
+            X=np.vstack(blocks) if blocks else np.empty((0, len(names))),
             y=np.repeat([int(bool(t.correct)) for t in kept], lengths),
             groups=np.repeat([question_id(t) for t in kept], lengths),
             trace=trace,
             k=np.concatenate([np.arange(1, n + 1) for n in lengths]) if len(kept) else np.empty(0, dtype=int),
             n_steps=np.repeat(lengths, lengths),
             skipped=len(trajectories) - len(kept),
+            feature_names=names,
+            hidden=columns,
         )
 
     def __len__(self) -> int:
@@ -99,7 +131,7 @@ class PrefixTable:
     def subset(self, rows: np.ndarray) -> PrefixTable:
         """The rows selected by a boolean mask (trajectories are shared, indices keep their meaning)."""
         return PrefixTable(self.trajectories, self.X[rows], self.y[rows], self.groups[rows], self.trace[rows],
-                           self.k[rows], self.n_steps[rows], self.skipped, self.feature_names)
+                           self.k[rows], self.n_steps[rows], self.skipped, self.feature_names, self.hidden)
 
     def heldout_rows(self, fraction: float = HELDOUT_FRACTION) -> np.ndarray:
         flags = {g: is_heldout(g, fraction) for g in set(self.groups.tolist())}

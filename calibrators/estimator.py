@@ -17,6 +17,8 @@ from scipy.special import expit
 from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -25,13 +27,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from .features import MONOTONIC_CST
 
-BaseModel = Literal["logistic", "hgb"]
+BaseModel = Literal["logistic", "hgb", "hidden"]
 Method = Literal["isotonic", "sigmoid"]
 
 
 class SignedLogisticRegression(ClassifierMixin, BaseEstimator):
     """L2-regularised logistic regression whose coefficients keep the signs `signs` fixes (+1: >= 0, -1: <= 0,
-    0: free), fitted by L-BFGS-B with those bounds.
+    0: free), fitted by L-BFGS-B with those bounds. `signs` covers the first columns; columns after them (the
+    hidden-state components of a feature-v2 calibrator, which have no meaningful sign) are free.
 
     Why: scikit-learn's LogisticRegression has no sign constraints, and fitted on near-chance data (ARC on a
     0.5B model) it gave the top-1 probability a negative weight: a surer answer lowered P(correct). The signs
@@ -50,8 +53,9 @@ class SignedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array([0, 1])
         weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
         signs = np.zeros(X.shape[1]) if self.signs is None else np.asarray(self.signs)
-        if len(signs) != X.shape[1]:
+        if len(signs) > X.shape[1]:
             raise ValueError(f"signs has {len(signs)} entries for {X.shape[1]} features")
+        signs = np.concatenate([signs, np.zeros(X.shape[1] - len(signs))])
         bounds = [(0.0, None) if s > 0 else (None, 0.0) if s < 0 else (None, None) for s in signs] + [(None, None)]
 
         def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -84,7 +88,12 @@ class StepCalibrator(ClassifierMixin, BaseEstimator):
     """Calibrated P(correct) from the features of `calibrators.features` (one row per prefix).
 
     model: "logistic" (standardised logistic regression) or "hgb" (HistGradientBoosting), both with the signs
-    the SIA argument fixes (`features.MONOTONIC_CST`; `monotonic=False` drops them). method: "isotonic" or "sigmoid" calibration. cv: calibration folds.
+    the SIA argument fixes (`features.MONOTONIC_CST`; `monotonic=False` drops them); or "hidden", for feature
+    version 2 rows (entropy columns, then hidden-state vectors): the entropy columns standardised, the hidden
+    columns standardised and reduced by PCA to `components` (None: all kept), then one signed L2 logistic
+    regression with strength `C` over both. Why so regularised: the vectors are 192 numbers per step, against
+    a few hundred questions, and a correctness probe that memorises questions transfers nowhere.
+    method: "isotonic" or "sigmoid" calibration. cv: calibration folds.
     """
 
     def __init__(
@@ -94,14 +103,20 @@ class StepCalibrator(ClassifierMixin, BaseEstimator):
         cv: int = 3,
         monotonic: bool = True,
         random_state: int = 0,
+        C: float = 0.003,
+        components: int | None = None,
     ) -> None:
         self.model = model
         self.method = method
         self.cv = cv
         self.monotonic = monotonic
         self.random_state = random_state
+        self.C = C
+        self.components = components
 
     def _base(self, n_features: int) -> Any:
+        if self.model == "hidden":
+            return self._hidden_base(n_features)
         constrained = self.monotonic and n_features == len(MONOTONIC_CST)
         if self.model == "logistic":  # scaling keeps the signs: StandardScaler divides by a positive spread
             signs = tuple(MONOTONIC_CST) if constrained else None
@@ -112,7 +127,18 @@ class StepCalibrator(ClassifierMixin, BaseEstimator):
                 learning_rate=0.05, max_iter=150, max_leaf_nodes=15, min_samples_leaf=40, l2_regularization=1.0,
                 monotonic_cst=constraints, early_stopping=False, random_state=self.random_state,
             )
-        raise ValueError(f"unknown model {self.model!r}: use 'logistic' or 'hgb'")
+        raise ValueError(f"unknown model {self.model!r}: use 'logistic', 'hgb' or 'hidden'")
+
+    def _hidden_base(self, n_features: int) -> Pipeline:
+        entropy = len(MONOTONIC_CST)
+        if n_features <= entropy:
+            raise ValueError(f"model 'hidden' needs hidden-state columns after the {entropy} entropy columns")
+        hidden = Pipeline([("scale", StandardScaler())] + (
+            [("pca", PCA(self.components, random_state=self.random_state))] if self.components else []))
+        columns = ColumnTransformer([("entropy", StandardScaler(), slice(0, entropy)),
+                                     ("hidden", hidden, slice(entropy, n_features))])
+        signs = tuple(MONOTONIC_CST) if self.monotonic else None  # the entropy columns come first, then free ones
+        return Pipeline([("features", columns), ("logistic", SignedLogisticRegression(signs, C=self.C))])
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> StepCalibrator:
         X = np.asarray(X, dtype=float)

@@ -25,7 +25,7 @@ from sia_monitor.trajectory import Trajectory
 from .artifact import Calibrator
 from .dataset import PrefixTable, source_of
 from .features import COLUMN, INCREASE_TOLERANCE, entropy_scale
-from .fitting import Recipe, heldout_predictions
+from .fitting import Recipe, estimator_config, heldout_predictions
 from .metrics import bootstrap_auroc_interval, ece_noise_floor, reliability_bins, score_signal
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -102,7 +102,7 @@ def report_recipe(recipe: Recipe, calibrator: Calibrator, table: PrefixTable) ->
     test, p = everything.subset(greedy), p_everything[greedy]
     report = RecipeReport(recipe.key, recipe.evaluation, test, p,
                           selection=list(calibrator.info.config.get("selection", [])),
-                          config={k: calibrator.info.config[k] for k in ("model", "method")})
+                          config=estimator_config(calibrator.info.config))
     report.rows = position_rows(test, p)
     report.all_prefixes = score_signal(test.y, p, is_probability=True)
     for label in ("50%", "100%"):
@@ -129,7 +129,7 @@ def report_recipe(recipe: Recipe, calibrator: Calibrator, table: PrefixTable) ->
 
 def transfer_rows(calibrator: Calibrator, table: PrefixTable, label: str) -> dict[str, Any]:
     """A calibrator scored on another recipe's held-out rows (pooled vs dedicated, or across answer types)."""
-    p = calibrator.estimator.p_correct(table.X)
+    p = calibrator.p_correct_rows(table.X, table.hidden)
     out: dict[str, Any] = {"calibrator": label}
     for name, index in positions(table)[:4]:
         out[name] = score_signal(table.y[index], p[index], is_probability=True)
@@ -140,7 +140,7 @@ def transfer_rows(calibrator: Calibrator, table: PrefixTable, label: str) -> dic
 def judge(calibrator: Calibrator, table: PrefixTable) -> dict[str, float]:
     """AUROC at 50 % and at 100 % of each trace's steps, and ECE over every step: the three numbers the
     benchmarks of fitting on one's own or on other data (`own_data.py`, `transfer.py`) compare."""
-    return judge_probabilities(table, calibrator.estimator.p_correct(table.X))
+    return judge_probabilities(table, calibrator.p_correct_rows(table.X, table.hidden))
 
 
 def judge_probabilities(table: PrefixTable, p: np.ndarray) -> dict[str, float]:

@@ -6,23 +6,28 @@ log2 |answer space| where that is finite (multiple choice), so choice curves liv
 have no finite space and keep bits.
 
 Bump FEATURE_VERSION whenever a feature changes meaning: calibrators record it and refuse a mismatch.
+Version 2: `question_numbers` counts numbers spelled as words too, and a calibrator may add the step's
+hidden-state vectors after the entropy columns (`hidden_columns`; which vectors it reads is on its card).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from sia_monitor.errors import SIAError
+from sia_monitor.probing.hidden_states import HiddenStateSpec
 from sia_monitor.scoring import Prefix
 from sia_monitor.tasks.answers import normalize_number, numbers_in
 from sia_monitor.trajectory import StepRecord, Trajectory
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 SLOPE_WINDOW = 3  # steps in the "recent slope"
 INCREASE_TOLERANCE = 0.01  # an entropy rise smaller than this (in feature units) is not an SIA violation
 TOKEN_WINDOW = 32  # tokens per window for "recent token entropy" and the DeepConf lowest-window confidence
@@ -43,7 +48,8 @@ class Feature:
 
 FEATURES: tuple[Feature, ...] = (
     Feature("question_words", "log(1 + words in the question): longer questions are harder"),
-    Feature("question_numbers", "numeric: numbers written in the question (quantities to combine); 0 otherwise"),
+    Feature("question_numbers", "numeric: numbers written in the question, in digits or words (quantities to "
+            "combine); 0 otherwise"),
     Feature("step", "k, steps so far"),
     Feature("log_tokens", "log(1 + tokens generated so far)"),
     Feature("entropy", "answer entropy after step k (bits, / log2 |space| when finite)", -1),
@@ -72,6 +78,60 @@ FEATURES: tuple[Feature, ...] = (
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 MONOTONIC_CST: tuple[int, ...] = tuple(f.direction for f in FEATURES)
 COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+@dataclass(frozen=True)
+class HiddenColumns:
+    """The hidden-state vectors a feature-v2 calibrator reads after the entropy columns: the answer slot's
+    projected hidden states of the prefix's last step (`StepRecord.hidden`), layers concatenated.
+
+    Why the projection's layers, size, seed and name are part of it: a vector made any other way is noise to a
+    calibrator fitted on these, so it is refused, never read. `spec()` is what a monitor must record for it.
+    """
+
+    layers: tuple[int, ...]
+    dims: int
+    seed: int
+    projection: str
+
+    @classmethod
+    def of(cls, step: StepRecord) -> HiddenColumns:
+        if step.hidden is None:
+            raise SIAError("This step has no hidden states to read.")
+        state = step.hidden
+        return cls(tuple(state.layers), state.dims, state.seed, state.projection)
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> HiddenColumns:
+        return cls(tuple(data["layers"]), int(data["dims"]), int(data["seed"]), str(data["projection"]))  # type: ignore[arg-type,call-overload]
+
+    def to_json(self) -> dict[str, object]:
+        return {"layers": list(self.layers), "dims": self.dims, "seed": self.seed, "projection": self.projection}
+
+    @property
+    def width(self) -> int:
+        return len(self.layers) * self.dims
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(f"hidden_l{layer}_{i}" for layer in self.layers for i in range(self.dims))
+
+    def spec(self) -> HiddenStateSpec:
+        """What the monitor must record for this calibrator to read its steps."""
+        return HiddenStateSpec(dims=self.dims, seed=self.seed, layers=self.layers)
+
+    def row(self, step: StepRecord) -> np.ndarray:
+        """The step's vectors, refused when missing or made another way."""
+        state = step.hidden
+        if state is None:
+            raise SIAError("This calibrator reads hidden states, and the step has none.",
+                           "Record them (in-process backends do: --hidden-states), or use an entropy-only "
+                           "calibrator (engines give no hidden states).")
+        made = (tuple(state.layers), state.dims, state.seed, state.projection)
+        if made != (self.layers, self.dims, self.seed, self.projection):
+            raise SIAError(f"The step's hidden states (layers {list(state.layers)}, {state.dims} numbers, seed "
+                           f"{state.seed}, {state.projection}) are not the ones this calibrator reads (layers "
+                           f"{list(self.layers)}, {self.dims} numbers, seed {self.seed}, {self.projection}).")
+        return np.asarray(state.values(), dtype=float).ravel()
 
 
 def entropy_scale(prefix: Prefix) -> float:
@@ -104,6 +164,24 @@ def _numbers(text: str) -> frozenset[str]:
     return frozenset(_numbers_list(text))
 
 
+# Numbers spelled as words ("three apples", "a dozen eggs", "twice as many"): 10 % of the questions of a
+# word-problem set we measured write their quantities this way, which a digits-only count missed. "one" is left
+# out on purpose: "no one", "one day", "each one" are not quantities far more often than they are.
+_UNITS = "one|two|three|four|five|six|seven|eight|nine"
+_NUMBER_WORDS = re.compile(
+    rf"\b(?:(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:-(?:{_UNITS}))?|"
+    r"two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|"
+    r"eighteen|nineteen|hundred|thousand|million|billion|dozen|half|halves|twice|thrice|double|triple|quarter)\b",
+    re.IGNORECASE,
+)
+
+
+@lru_cache(maxsize=4096)
+def question_number_count(text: str) -> int:
+    """Quantities written in a question: numbers in digits plus numbers spelled as words."""
+    return len(_numbers_list(text)) + len(_NUMBER_WORDS.findall(text))
+
+
 @lru_cache(maxsize=4096)
 def _log_words(text: str) -> float:
     return math.log1p(len(text.split()))
@@ -120,8 +198,9 @@ def lowest_window_mean(values: Sequence[float], window: int = TOKEN_WINDOW) -> f
     return float(sums.min() / window)
 
 
-def prefix_features(prefix: Prefix) -> np.ndarray:
-    """The feature vector (in FEATURE_NAMES order) of a partial trajectory with at least one step."""
+def prefix_features(prefix: Prefix, hidden: HiddenColumns | None = None) -> np.ndarray:
+    """The feature vector (in FEATURE_NAMES order, then `hidden`'s columns when given) of a partial trajectory
+    with at least one step."""
     steps = prefix.steps
     if not steps:
         raise ValueError("a prefix needs at least one step")
@@ -141,7 +220,7 @@ def prefix_features(prefix: Prefix) -> np.ndarray:
     entropy = np.asarray(prefix.token_entropy, dtype=float)
     row = {
         "question_words": _log_words(prefix.question),
-        "question_numbers": len(_numbers_list(prefix.question)) if numeric else 0,
+        "question_numbers": question_number_count(prefix.question) if numeric else 0,
         "step": k,
         "log_tokens": math.log1p(last.tokens_so_far),
         "entropy": now,
@@ -167,10 +246,12 @@ def prefix_features(prefix: Prefix) -> np.ndarray:
         "recent_token_entropy": float(entropy[-TOKEN_WINDOW:].mean()) if entropy.size else 0.0,
         "min_window_confidence": lowest_window_mean(prefix.token_confidence),
     }
-    return np.array([row[name] for name in FEATURE_NAMES], dtype=float)
+    entropy_row = np.array([row[name] for name in FEATURE_NAMES], dtype=float)
+    return entropy_row if hidden is None else np.concatenate([entropy_row, hidden.row(last)])
 
 
-def trajectory_features(trajectory: Trajectory) -> np.ndarray:
+def trajectory_features(trajectory: Trajectory, hidden: HiddenColumns | None = None) -> np.ndarray:
     """One row per prefix k = 1..n of a trajectory (shape n x features; 0 rows when it has no steps)."""
-    rows = [prefix_features(Prefix.of(trajectory, k)) for k in range(1, len(trajectory.steps) + 1)]
-    return np.vstack(rows) if rows else np.empty((0, len(FEATURE_NAMES)))
+    rows = [prefix_features(Prefix.of(trajectory, k), hidden) for k in range(1, len(trajectory.steps) + 1)]
+    width = len(FEATURE_NAMES) + (hidden.width if hidden else 0)
+    return np.vstack(rows) if rows else np.empty((0, width))

@@ -25,14 +25,24 @@ from sia_monitor.tasks.benchmarks import HELDOUT_FRACTION
 from sia_monitor.tasks.prompts import probe_suffix
 
 from .artifact import SHIPPED_DIR, Calibrator, CalibratorInfo, load_calibrator, save_calibrator
-from .dataset import PrefixTable, load_graded, source_of
+from .dataset import PrefixTable, hidden_columns_of, load_graded, source_of
 from .estimator import StepCalibrator
 from .metrics import summary_metrics
 
 RECIPES = Path(__file__).parent / "recipes.toml"
-CANDIDATES: tuple[dict[str, str], ...] = tuple(
+CANDIDATES: tuple[dict[str, Any], ...] = tuple(
     {"model": m, "method": c} for m, c in product(("logistic", "hgb"), ("isotonic", "sigmoid"))
 )
+# Feature version 2 (entropy + hidden states): PCA size and regularisation strength, chosen the same way, with
+# the calibration method. The grid is the corner of benchmarks/hidden_probe.py's wider search (PCA 32-128 or
+# none, C 0.0003-0.01) where its choices fell on SVAMP and on SVAMP + GSM8K (C 0.001-0.003); kept small because
+# each candidate costs nine fits of a 218-column model, and the transfer study refits dozens.
+HIDDEN_CANDIDATES: tuple[dict[str, Any], ...] = tuple(
+    {"model": "hidden", "method": m, "components": k, "C": c}
+    for m, k, c in product(("sigmoid", "isotonic"), (32, None), (0.001, 0.003))
+)
+ESTIMATOR_KEYS = ("model", "method", "components", "C")
+FEATURE_SETS = ("entropy", "hidden")
 SELECTION_FOLDS = 3
 # ONE_THREAD: HistGradientBoosting's OpenMP threads spin-wait; next to a running model (collection, the TUI)
 # they slowed fitting 50x on 2 cores. These data fit in seconds on one thread, so fitting always uses one.
@@ -51,6 +61,7 @@ class Recipe:
     evaluation: str = "heldout"
     config_from: str | None = None
     ship: bool = True  # False: fitted for the report only, not written to shipped/
+    features: str = "entropy"  # "hidden": feature version 2's hidden-state columns too (schema-2 trajectories)
 
     @property
     def key(self) -> str:
@@ -74,6 +85,8 @@ def load_recipes(path: str | Path = RECIPES) -> list[Recipe]:
             raise SIAError(f"{path}: malformed [[calibrator]] entry {entry.get('name')!r} ({exc}).") from exc
         if recipe.evaluation not in ("heldout", "cv"):
             raise SIAError(f"{path}: evaluation must be 'heldout' or 'cv', not {recipe.evaluation!r}.")
+        if recipe.features not in FEATURE_SETS:
+            raise SIAError(f"{path}: features must be one of {', '.join(FEATURE_SETS)}, not {recipe.features!r}.")
         recipes.append(recipe)
     return recipes
 
@@ -91,7 +104,12 @@ def select_recipes(path: str | Path | None = None, only: list[str] | None = None
     return wanted
 
 
-def recipe_for_data(data: list[Path], name: str, evaluation: str = "cv") -> Recipe:
+def estimator_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The StepCalibrator parameters of a chosen configuration (a card's `config` also holds the CV scores)."""
+    return {key: config[key] for key in ESTIMATOR_KEYS if key in config}
+
+
+def recipe_for_data(data: list[Path], name: str, evaluation: str = "cv", features: str = "entropy") -> Recipe:
     """A recipe for a user's own trajectory files (`sia-monitor fit --data`): the model and answer types are
     read from the records, so a file of another model or a mix of models is refused before any fitting.
 
@@ -115,7 +133,11 @@ def recipe_for_data(data: list[Path], name: str, evaluation: str = "cv") -> Reci
                        "reasoning steps).", f"A calibrator needs at least {2 * EVALUATION_FOLDS} of each, so that "
                        "every cross-validation fold sees both (a few hundred questions for a useful one: "
                        "benchmarks/own_data.py measures how many).")
-    return Recipe(name=name, model=models[0], kinds=kinds, data=[Path(p) for p in data], evaluation=evaluation)
+    recipe = Recipe(name=name, model=models[0], kinds=kinds, data=[Path(p) for p in data], evaluation=evaluation,
+                    features=features)
+    if features == "hidden":
+        hidden_columns_of(stepped)  # refused here, before any fitting, when a step has none
+    return recipe
 
 
 def recipe_table(recipe: Recipe) -> PrefixTable:
@@ -124,14 +146,14 @@ def recipe_table(recipe: Recipe) -> PrefixTable:
         raise SIAError(f"Calibrator '{recipe.key}' needs trajectory files that are missing: {', '.join(missing)}.",
                        "They are committed under calibrators/data in the repository; or collect them with "
                        "`sia-monitor collect`.")
-    return PrefixTable.build(load_graded(recipe.data))
+    return PrefixTable.build(load_graded(recipe.data), hidden=recipe.features == "hidden")
 
 
 def grouped_oof(table: PrefixTable, config: dict[str, Any], folds: int) -> np.ndarray:
     """Out-of-fold P(correct) for every row, folds split by question."""
     oof = np.zeros(len(table))
     for train, test in GroupKFold(n_splits=folds).split(table.X, table.y, table.groups):
-        model = StepCalibrator(**config).fit(table.X[train], table.y[train], groups=table.groups[train])
+        model = StepCalibrator(**estimator_config(config)).fit(table.X[train], table.y[train], groups=table.groups[train])
         oof[test] = model.p_correct(table.X[test])
     return oof
 
@@ -144,17 +166,29 @@ class Selection:
     scores: list[dict[str, Any]] = field(default_factory=list)
 
 
+def candidates_for(table: PrefixTable) -> tuple[dict[str, Any], ...]:
+    return HIDDEN_CANDIDATES if table.hidden is not None else CANDIDATES
+
+
+def describe_config(config: dict[str, Any]) -> str:
+    """'hgb + isotonic', or 'hidden (PCA 32, C=0.003) + sigmoid'."""
+    if config["model"] != "hidden":
+        return f"{config['model']} + {config['method']}"
+    reduced = f"PCA {config['components']}" if config.get("components") else "all dims"
+    return f"hidden ({reduced}, C={config['C']:g}) + {config['method']}"
+
+
 def select_config(table: PrefixTable, progress: Progress | None = None) -> Selection:
     """The candidate with the lowest grouped out-of-fold Brier score on `table` (training questions only)."""
     scores = []
-    for config in CANDIDATES:
+    for config in candidates_for(table):
         if progress:
-            progress(f"CV {config['model']} + {config['method']}")
+            progress(f"CV {describe_config(config)}")
         oof = grouped_oof(table, config, SELECTION_FOLDS)
         scores.append({**config, "brier": float(brier_score_loss(table.y, oof)),
                        "auroc": float(roc_auc_score(table.y, oof))})
     best = min(scores, key=lambda s: s["brier"])
-    return Selection({"model": best["model"], "method": best["method"]}, scores)
+    return Selection(estimator_config(best), scores)
 
 
 def training_rows(recipe: Recipe, table: PrefixTable) -> np.ndarray:
@@ -176,8 +210,8 @@ def fit_recipe(
     else:
         selection = select_config(train, progress)
     if progress:
-        progress(f"fit {selection.config['model']} + {selection.config['method']}")
-    estimator = StepCalibrator(**selection.config).fit(train.X, train.y, groups=train.groups)
+        progress(f"fit {describe_config(selection.config)}")
+    estimator = StepCalibrator(**estimator_config(selection.config)).fit(train.X, train.y, groups=train.groups)
     trajectories = train.trajectories
     info = CalibratorInfo(
         name=recipe.name,
@@ -188,6 +222,7 @@ def fit_recipe(
         config={**selection.config, "selection": selection.scores, "selection_folds": SELECTION_FOLDS},
         data=_describe(recipe, table),
         metrics={},
+        hidden=table.hidden.to_json() if table.hidden else None,
     )
     info.config["trained_on"] = {
         "split": f"questions outside the {HELDOUT_FRACTION:.0%} held-out split" if recipe.evaluation == "heldout"
@@ -207,8 +242,7 @@ def _borrowed_selection(recipe: Recipe, selections: dict[str, Selection], shippe
     if not path.is_file():
         raise SIAError(f"Calibrator '{recipe.key}' takes its configuration from '{source}', which is neither "
                        "fitted in this run nor shipped.", f"Fit '{source}' first.")
-    config = load_calibrator(path).info.config
-    return Selection({"model": config["model"], "method": config["method"]}, [])
+    return Selection(estimator_config(load_calibrator(path).info.config), [])
 
 
 def _space(kind: str) -> AnswerSpace:
@@ -236,12 +270,11 @@ def heldout_predictions(
     """
     if recipe.evaluation == "heldout":
         test = table.subset(table.heldout_rows())
-        p = calibrator.estimator.p_correct(test.X)
+        p = calibrator.p_correct_rows(test.X, test.hidden)
     elif recipe.evaluation == "external":  # `evaluate --calibrator --data`: a calibrator on other questions
-        test, p = table, calibrator.estimator.p_correct(table.X)
+        test, p = table, calibrator.p_correct_rows(table.X, table.hidden)
     else:
-        config = {"model": calibrator.info.config["model"], "method": calibrator.info.config["method"]}
-        test, p = table, grouped_oof(table, config, EVALUATION_FOLDS)
+        test, p = table, grouped_oof(table, estimator_config(calibrator.info.config), EVALUATION_FOLDS)
     if sampled:
         return test, p
     greedy = test.greedy_rows()

@@ -6,6 +6,7 @@ tables into BENCHMARKS.md between `<!-- calibration:begin -->` and `<!-- calibra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from sia_monitor.errors import SIAError
 from sia_monitor.machine import cpu_name
 
 from . import plots
-from .artifact import SHIPPED_DIR, Calibrator, jsonable, load_calibrator
+from .artifact import HIDDEN_SUFFIX, SHIPPED_DIR, Calibrator, jsonable, load_calibrator
 from .dataset import PrefixTable, source_of
 from .estimator import StepCalibrator
 from .evaluation import (
@@ -37,13 +38,24 @@ from .evaluation import (
     transfer_rows,
 )
 from .features import COLUMN
-from .fitting import EVALUATION_FOLDS, Recipe, fit_recipe, grouped_oof, load_recipes, recipe_table
+from .fitting import (
+    EVALUATION_FOLDS,
+    Recipe,
+    describe_config,
+    estimator_config,
+    fit_recipe,
+    grouped_oof,
+    load_recipes,
+    recipe_table,
+)
 from .metrics import score_signal
 
 DEFAULT_OUT = Path("benchmarks/results/calibration")
 BEGIN, END = "<!-- calibration:begin -->", "<!-- calibration:end -->"
 QUESTION_FEATURES = ("question_words", "question_numbers")
 TARGETS = {"auroc_last": 0.82, "auroc_50": 0.65, "ece": 0.05, "margin": 0.03}
+# A hidden-state calibrator (feature version 2) must do better than the entropy-only one to ship (issue 14).
+HIDDEN_TARGETS = {"auroc_last": 0.88, "auroc_50": 0.82, "ece": 0.05, "gain": 0.04}
 Progress = Callable[[str], None]
 
 
@@ -61,9 +73,9 @@ def ablation_without_question(recipe: Recipe, calibrator: Calibrator, table: Pre
     blind = table.X.copy()
     for name in QUESTION_FEATURES:
         blind[:, COLUMN[name]] = 0.0
-    masked = PrefixTable(table.trajectories, blind, table.y, table.groups, table.trace, table.k, table.n_steps)
+    masked = dataclasses.replace(table, X=blind)
     held, greedy = masked.heldout_rows(), masked.greedy_rows()
-    config = {k: calibrator.info.config[k] for k in ("model", "method")}
+    config = estimator_config(calibrator.info.config)
     if recipe.evaluation == "heldout":
         train, test = masked.subset(~held), masked.subset(held & greedy)
         p = StepCalibrator(**config).fit(train.X, train.y, groups=train.groups).p_correct(test.X)
@@ -80,7 +92,7 @@ def all_questions_cv(calibrator: Calibrator, table: PrefixTable) -> dict[str, An
     A second estimate next to the held-out one: five times the questions, so less luck of the split. The
     configuration was chosen on the training questions only; nothing else is tuned here.
     """
-    config = {k: calibrator.info.config[k] for k in ("model", "method")}
+    config = estimator_config(calibrator.info.config)
     greedy = table.greedy_rows()
     p = grouped_oof(table, config, EVALUATION_FOLDS)[greedy]
     judged = table.subset(greedy)
@@ -104,6 +116,29 @@ def same_questions(small: PrefixTable, large: PrefixTable, config: dict[str, Any
         out[label] = {"traces": len(set(table.trace.tolist())), "accuracy": float(table.y[last].mean()),
                       "positions": position_rows(table, p)}
     return out
+
+
+def entropy_twin(recipe: Recipe) -> str | None:
+    """The entropy-only calibrator a hidden-state one is measured against: same model, name without -hidden."""
+    if recipe.features != "hidden" or not recipe.name.endswith(HIDDEN_SUFFIX):
+        return None
+    return f"{recipe.model}/{recipe.name.removesuffix(HIDDEN_SUFFIX)}"
+
+
+def by_key_of(recipes: list[Recipe], key: str | None) -> Recipe | None:
+    return next((r for r in recipes if r.key == key), None)
+
+
+def gain_over_entropy(report: RecipeReport, plain: Calibrator, plain_key: str) -> dict[str, Any]:
+    """The hidden-state calibrator against its entropy-only twin on exactly the rows it was judged on."""
+    p_plain = plain.p_correct_rows(report.table.X, report.table.hidden)
+    rows = {}
+    for label, index in positions(report.table):
+        ours = score_signal(report.table.y[index], report.p[index], is_probability=True)
+        theirs = score_signal(report.table.y[index], p_plain[index], is_probability=True)
+        rows[label] = {"n": len(index), "hidden": ours, "entropy": theirs,
+                       "gain": ours["auroc"] - theirs["auroc"]}
+    return {"entropy_calibrator": plain_key, "positions": rows}
 
 
 def _identity(t: Any) -> tuple[Any, ...]:
@@ -137,7 +172,8 @@ def external_recipe(calibrator: Calibrator, data: list[Path]) -> Recipe:
     if missing:
         raise SIAError(f"No such trajectory file: {', '.join(missing)}.")
     return Recipe(name=calibrator.info.name, model=calibrator.info.model_id, kinds=list(calibrator.info.answer_kinds),
-                  data=[Path(p) for p in data], evaluation="external")
+                  data=[Path(p) for p in data], evaluation="external",
+                  features="hidden" if calibrator.hidden_columns else "entropy")
 
 
 def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress | None,
@@ -155,15 +191,16 @@ def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress |
 
     say("transfer and ablations")
     transfer = []
-    for recipe in recipes:
+    entropy_only = [r for r in recipes if r.features == "entropy"]  # hidden-state ones are compared below
+    for recipe in entropy_only:
         if recipe.name != "pooled" or recipe.evaluation != "heldout":
             continue
-        for other in recipes:
+        for other in entropy_only:
             if other.model == recipe.model and other.name != "pooled" and other.evaluation == "heldout":
                 test = reports[other.key].table
                 transfer.append({"on": other.key, **transfer_rows(calibrators[recipe.key], test, recipe.key)})
                 transfer.append({"on": other.key, **transfer_rows(calibrators[other.key], test, other.key)})
-                for third in recipes:
+                for third in entropy_only:
                     if third.model == recipe.model and third.name not in ("pooled", other.name) \
                             and third.evaluation == "heldout":
                         transfer.append({"on": other.key, **transfer_rows(calibrators[third.key], test, third.key)})
@@ -171,6 +208,11 @@ def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress |
                  if r.name != "pooled" and r.evaluation != "external"]
     cross_validated = {r.key: all_questions_cv(calibrators[r.key], tables[r.key]) for r in recipes
                        if r.evaluation == "heldout"}
+    hidden_gain = {}
+    for recipe in recipes:
+        plain = by_key_of(recipes, entropy_twin(recipe))
+        if plain is not None:
+            hidden_gain[recipe.key] = gain_over_entropy(reports[recipe.key], calibrators[plain.key], plain.key)
 
     say("SIA signatures")
     unique = {_identity(t): t for table in tables.values() for t in table.trajectories}  # recipes share files
@@ -188,11 +230,11 @@ def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress |
         if source is None:
             continue
         say(f"{source.model} vs {recipe.model} on the same questions")
-        config = {k: calibrators[recipe.key].info.config[k] for k in ("model", "method")}
+        config = estimator_config(calibrators[recipe.key].info.config)
         both = same_questions(tables[source.key], tables[recipe.key], config)
         if both is not None:
             large = tables[recipe.key]
-            transferred = calibrators[source.key].estimator.p_correct(large.X)
+            transferred = calibrators[source.key].p_correct_rows(large.X, large.hidden)
             both["small_calibrator_on_large"] = {label: score_signal(large.y[index], transferred[index], True)
                                                  for label, index in positions(large)}
             comparisons[recipe.key] = {"small_model": source.model, "large_model": recipe.model, **both}
@@ -207,6 +249,7 @@ def _build_report(recipes: list[Recipe], shipped_dir: Path, progress: Progress |
         "cross_validated": cross_validated,
         "sia": signatures,
         "model_comparison": comparisons,
+        "hidden_gain": hidden_gain,
     }
     result["targets"] = check_targets(result, recipes)
     return {"json": result, "reports": reports, "signatures": signatures}
@@ -231,6 +274,14 @@ def check_targets(result: dict[str, Any], recipes: list[Recipe]) -> list[dict[st
             ("ECE at the last step", positions["100%"]["calibrated"]["ece"], "<=", TARGETS["ece"]),
             ("worst AUROC margin over the best baseline (25-100%)", worst_margin, ">=", TARGETS["margin"]),
         ]
+        gain = result.get("hidden_gain", {}).get(recipe.key)
+        if recipe.features == "hidden":
+            checks = [(name, value, op, HIDDEN_TARGETS["auroc_last" if "last" in name else "auroc_50"]
+                       if "ROC-AUC" in name else target) for name, value, op, target in checks[:4]]
+            if gain is not None:
+                worst_gain = min(gain["positions"][f"{f:.0%}"]["gain"] for f in FRACTIONS)
+                checks.append((f"worst AUROC gain over {gain['entropy_calibrator']} (25-100%, same traces)",
+                               worst_gain, ">=", HIDDEN_TARGETS["gain"]))
         for name, value, op, target in checks:
             met = value >= target if op == ">=" else value <= target
             rows.append({"calibrator": recipe.key, "target": name, "goal": f"{op} {target}", "measured": value,
@@ -281,7 +332,7 @@ def markdown(result: dict[str, Any], command: str, images: str = "") -> str:
     for key, entry in result["recipes"].items():
         ci, floor = entry["auroc_95ci"], entry["ece_noise_floor"]
         lines += [
-            "", f"### {key} ({entry['evaluation']}; {entry['config']['model']} + {entry['config']['method']})", "",
+            "", f"### {key} ({entry['evaluation']}; {describe_config(entry['config'])})", "",
             (f"All prefixes: AUROC {_f(entry['all_prefixes']['auroc'])}, Brier {_f(entry['all_prefixes']['brier'])}, "
             f"ECE {_f(entry['all_prefixes']['ece'])}. AUROC 95% bootstrap interval at 50%: "
             f"{_f(ci['50%'][0])}–{_f(ci['50%'][1])}; at 100%: {_f(ci['100%'][0])}–{_f(ci['100%'][1])}. "
@@ -311,7 +362,7 @@ def markdown(result: dict[str, Any], command: str, images: str = "") -> str:
                              + f" | {_f(bench['all_prefixes']['ece'])} |")
         if entry["selection"]:
             lines += ["", "Model choice (grouped 3-fold CV on the training questions; lowest Brier wins): "
-                      + "; ".join(f"{s['model']}+{s['method']} Brier {s['brier']:.4f} / AUROC {s['auroc']:.3f}"
+                      + "; ".join(f"{describe_config(s)} Brier {s['brier']:.4f} / AUROC {s['auroc']:.3f}"
                                   for s in entry["selection"]) + "."]
     if result["cross_validated"]:
         lines += ["", "### Second estimate: grouped 5-fold CV over all questions (same configuration)", "",
@@ -322,6 +373,13 @@ def markdown(result: dict[str, Any], command: str, images: str = "") -> str:
             lines.append(f"| {key} | {cv['traces']} | {_f(rows['50%']['auroc'])} | {_f(rows['100%']['auroc'])} | "
                          f"{_f(rows['50%']['ece'])} | {_f(rows['100%']['ece'])} | {_f(cv['all_prefixes']['ece'])} | "
                          f"{_f(result['recipes'][key]['all_prefixes']['ece'])} |")
+    for key, gain in result.get("hidden_gain", {}).items():
+        lines += ["", f"### {key} against {gain['entropy_calibrator']} on the same held-out traces", "",
+                  "| position | traces | AUROC hidden | AUROC entropy-only | gain | ECE hidden | ECE entropy-only |",
+                  "|---|---|---|---|---|---|---|"]
+        for label, row in gain["positions"].items():
+            lines.append(f"| {label} | {row['n']} | {_f(row['hidden']['auroc'])} | {_f(row['entropy']['auroc'])} | "
+                         f"{row['gain']:+.3f} | {_f(row['hidden']['ece'])} | {_f(row['entropy']['ece'])} |")
     if result["ablations"]:
         lines += ["", "### Ablation: the entropy curve alone (question length and number count held constant)", "",
                   "| calibrator | AUROC 25% | 50% | 75% | 100% | step 1 | step 3 | step 5 |", "|---|---|---|---|---|---|---|---|"]

@@ -42,25 +42,27 @@ def split_questions(trajectories: Sequence[Trajectory]) -> tuple[list[Trajectory
 
 def transfer_study(source: Sequence[Trajectory], target: Sequence[Trajectory], names: tuple[str, str],
                    sizes: Sequence[int] = SIZES, draws: int = 2,
-                   advance: Callable[[], None] | None = None) -> dict[str, Any]:
+                   advance: Callable[[], None] | None = None, features: str = "entropy") -> dict[str, Any]:
     """One direction source -> target: the transfer, the in-domain reference, and each adaptation size (the
-    mean over `draws` random draws; a size larger than the target's training questions is left out)."""
+    mean over `draws` random draws; a size larger than the target's training questions is left out).
+    `features="hidden"`: hidden-state calibrators (feature version 2), which are known to transfer worse."""
     source_train, _ = split_questions(source)
     target_train, target_test = split_questions(target)
-    test = PrefixTable.build(target_test)
+    hidden = features == "hidden"
+    test = PrefixTable.build(target_test, hidden=hidden)
     with tempfile.TemporaryDirectory() as scratch:
 
         def fit(trajectories: list[Trajectory], label: str) -> Calibrator:
             path = Path(scratch) / f"{label}.jsonl.gz"
             write_trajectories(path, trajectories, append=False)
-            ((calibrator, _, _),) = fit_all([recipe_for_data([path], label)], save=False).values()
+            ((calibrator, _, _),) = fit_all([recipe_for_data([path], label, features=features)], save=False).values()
             if advance:
                 advance()
             return calibrator
 
         transferred = fit(source_train, "transfer")
         entry: dict[str, Any] = {
-            "source": names[0], "target": names[1], "source_train": len(source_train),
+            "source": names[0], "target": names[1], "features": features, "source_train": len(source_train),
             "target_train": len(target_train), "target_test": len(test.trajectories),
             "transfer": judge(transferred, test), "in_domain": judge(fit(target_train, "in-domain"), test),
             "adapted": [], "recalibrated": []}
@@ -70,7 +72,8 @@ def transfer_study(source: Sequence[Trajectory], target: Sequence[Trajectory], n
             picks = [random.Random(draw).sample(target_train, n) for draw in range(draws)]
             refits = [judge(fit(source_train + pick, f"adapted-{n}-{draw}"), test) for draw, pick in enumerate(picks)]
             entry["adapted"].append({"n": n, **{k: statistics.fmean(s[k] for s in refits) for k in KEYS}})
-            recalibrated = [_recalibrated_scores(transferred, PrefixTable.build(pick), test) for pick in picks]
+            recalibrated = [_recalibrated_scores(transferred, PrefixTable.build(pick, hidden=hidden), test)
+                            for pick in picks]
             entry["recalibrated"].append({"n": n, **{k: statistics.fmean(s[k] for s in recalibrated) for k in KEYS}})
     return entry
 
@@ -78,7 +81,7 @@ def transfer_study(source: Sequence[Trajectory], target: Sequence[Trajectory], n
 def _recalibrated_scores(calibrator: Calibrator, few: PrefixTable, test: PrefixTable) -> dict[str, float]:
     """`judge`'s scores of the calibrator after a sigmoid on its logit, fitted on the prefixes of `few`."""
     def logit(table: PrefixTable) -> np.ndarray:
-        p = np.clip(calibrator.estimator.p_correct(table.X), 1e-4, 1 - 1e-4)
+        p = np.clip(calibrator.p_correct_rows(table.X, table.hidden), 1e-4, 1 - 1e-4)
         return np.log(p / (1 - p))[:, None]
 
     if len(set(few.y.tolist())) < 2:  # all right or all wrong: nothing to fit a scale on, keep it as it is

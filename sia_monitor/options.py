@@ -75,12 +75,14 @@ def add_answer_options(parser: argparse.ArgumentParser, help_type: str | None = 
     parser.add_argument("--candidates", default=None, help='answers to score exactly, separated by ";"')
 
 
-def add_hidden_state_options(parser: argparse.ArgumentParser, default: bool) -> None:
-    """--hidden-states / --no-hidden-states, --hidden-dims (`collect`: on by default; `run`: off)."""
+def add_hidden_state_options(parser: argparse.ArgumentParser, default: bool | None) -> None:
+    """--hidden-states / --no-hidden-states, --hidden-dims (`collect`: on by default; `run`: None, i.e. on when
+    the calibrator in use reads them)."""
+    when = {True: "on", False: "off", None: "on when the calibrator reads them"}[default]
     parser.add_argument("--hidden-states", action=argparse.BooleanOptionalAction, default=default,
                         help="record each step's hidden states at the answer slot (middle, 3/4 and last layer, "
-                        "randomly projected, float16) for hidden-state calibrators "
-                        f"(default: {'on' if default else 'off'})")
+                        "randomly projected, float16) for hidden-state calibrators; --no-hidden-states also "
+                        f"makes `--calibrator auto` take the entropy-only calibrator (default: {when})")
     parser.add_argument("--hidden-dims", type=int, default=HiddenStateSpec.dims,
                         help=f"numbers kept per layer (default {HiddenStateSpec.dims})")
 
@@ -238,15 +240,26 @@ class CalibratorOptions:
     def from_args(cls, args: argparse.Namespace) -> CalibratorOptions:
         return cls(args.calibrator, args.force)
 
-    def load(self, model_id: str, space: AnswerSpace, err: Console) -> StepScorer | None:
-        """The calibrator, or None (said once on `err`, so the user knows P(correct) is missing). Needs only the
-        model id, so a bad --calibrator is refused before the model loads."""
+    def load(self, model_id: str, space: AnswerSpace, err: Console, hidden_states: bool = False) -> StepScorer | None:
+        """The calibrator, or None (said once on `err`, so the user knows P(correct) is missing); which one is in
+        use is said too. Needs only the model id, so a bad --calibrator is refused before the model loads.
+
+        `hidden_states`: whether the steps it will score carry hidden states (an in-process monitor records
+        them for a calibrator that reads them; an engine, or --no-hidden-states, does not). With auto this picks
+        the hidden-state calibrator where one ships; a chosen file that reads them is refused without them."""
         if self.calibrator == "none":
             return None
         from calibrators import calibrator_for
         from calibrators.fitting import load_recipes
 
-        calibrator = calibrator_for(model_id, space, self.calibrator, force=self.force)
+        calibrator = calibrator_for(model_id, space, self.calibrator, force=self.force, hidden_states=hidden_states)
+        if calibrator is not None and calibrator.hidden_state_spec is not None and not hidden_states:
+            raise SIAError(f"Calibrator {calibrator.describe()} reads hidden states, which these steps will not have "
+                           "(engines give none; --no-hidden-states turns them off).",
+                           "Use the entropy-only calibrator: --calibrator auto, or a file fitted with "
+                           "`sia-monitor fit --data` without --hidden-states.")
+        if calibrator is not None:
+            err.print(f"[dim]P(correct) from the calibrator {escape(calibrator.describe())}[/]")
         if calibrator is None:
             fit_hint = any(recipe.model == model_id for recipe in load_recipes())
             err.print(f"[dim]No calibrator ships for {escape(model_id)} with {space.kind} answers: showing the "
@@ -308,9 +321,23 @@ def prepare(args: argparse.Namespace, err: Console, save: Path | None = None) ->
     model_id = model.check()
     if save is not None:
         check_writable(save)
-    scorer = CalibratorOptions.from_args(args).load(model_id, space, err)
+    hidden_states = model.engine is None and getattr(args, "hidden_states", None) is not False
+    scorer = CalibratorOptions.from_args(args).load(model_id, space, err, hidden_states=hidden_states)
     describe_space(space, question, err)
     return Prepared(question, space, settings, model, model_id, scorer)
+
+
+def hidden_states_for(scorer: StepScorer | None, asked: HiddenStateSpec | None) -> HiddenStateSpec | None:
+    """What the monitor records: the calibrator's hidden states when it reads them (it cannot score steps
+    without them), else what the user asked for. Asking for other ones than the calibrator reads is refused:
+    the monitor records one kind."""
+    needed = getattr(scorer, "hidden_state_spec", None)
+    if needed is None:
+        return asked
+    if asked is not None and asked.dims != needed.dims:
+        raise SIAError(f"--hidden-dims {asked.dims} asks for other hidden states than the calibrator reads "
+                       f"({needed.dims} numbers per layer).", "Drop --hidden-dims, or use another calibrator.")
+    return needed
 
 
 def load_monitor(model: ModelOptions, err: Console, scorer: StepScorer | None = None, **kwargs: Any) -> Backend:
@@ -327,6 +354,8 @@ def load_monitor(model: ModelOptions, err: Console, scorer: StepScorer | None = 
                              model_id=model.model if model.named else None, concurrency=model.concurrency)
     from sia_monitor.backends.in_process import Monitor
     from sia_monitor.models import convert_if_needed
+
+    kwargs["hidden_states"] = hidden_states_for(scorer, kwargs.get("hidden_states"))
 
     convert_if_needed(model.model)  # a first run's conversion has a progress bar of its own, not the spinner
     with err.status(f"Loading {model.model}"):

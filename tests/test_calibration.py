@@ -292,7 +292,7 @@ def test_step_calibrator_is_a_sklearn_estimator(table: PrefixTable) -> None:
     copy_ = clone(original)
     assert copy_ is not original and copy_.get_params() == original.get_params()
     assert copy_.get_params() == {"model": "logistic", "method": "sigmoid", "cv": 4, "monotonic": False,
-                                  "random_state": 3}
+                                  "random_state": 3, "C": 0.003, "components": None}
     with pytest.raises(NotFittedError):
         copy_.predict_proba(table.X[:3])
     copy_.fit(table.X, table.y)

@@ -255,3 +255,17 @@ def test_the_tui_runs_live_on_the_engine(engine: EngineBackend, tmp_path: Path) 
     asyncio.run(main())
     saved = next(iter(read_trajectories(tmp_path / "live.jsonl")))
     assert saved.generation["engine"] == engine.client.url and saved.final_text.strip() == "".join(app.text).strip()
+
+
+def test_a_probe_token_that_ends_inside_a_utf8_character_still_has_its_log_probabilities(engine_url: str) -> None:
+    """llama-server sends no log-probabilities for a token whose text ends inside a multi-byte character when
+    n_predict stops it there (the 1.5B model hit this mid-collection: "The answer is 6" -> " \\ufffd"). The
+    client asks for a few tokens more and keeps the first: the probe sees the token and its distribution."""
+    client = connect(engine_url)
+    prompt = httpx.post(engine_url + "/tokenize", json={"content": "I love emojis: 😀😀😀😀😀"}).json()["tokens"]
+    raw = httpx.post(engine_url + "/completion", json={"prompt": prompt, "n_predict": 1, "n_probs": 5,
+                                                       "return_tokens": True, "temperature": 0}).json()
+    assert raw["tokens"] and not raw.get("completion_probabilities"), "the premise: no log-probabilities here"
+    tops, drawn, _ = client.next_tokens(prompt, 20, count=1)
+    assert drawn == raw["tokens"][:1] and len(tops) == 1
+    assert drawn[0] in tops[0].logprobs and max(tops[0].logprobs.values()) == tops[0].logprobs[drawn[0]]

@@ -12,7 +12,7 @@ import pytest
 from calibrators.artifact import SHIPPED_DIR, card_path, load_calibrator, sha256_of
 from calibrators.dataset import PrefixTable
 from calibrators.features import FEATURE_NAMES, FEATURE_VERSION
-from calibrators.fitting import CANDIDATES, load_recipes
+from calibrators.fitting import CANDIDATES, estimator_config, load_recipes
 from calibrators.report import BEGIN, END, splice
 from sia_monitor.cli import main
 from sia_monitor.trajectory import read_trajectories, write_trajectories
@@ -204,7 +204,8 @@ def test_shipped_numeric_calibrator_loads() -> None:
 
 def _shipped_recipe_prefixes(name: str) -> np.ndarray:
     (recipe,) = [r for r in load_recipes() if r.key == f"{MODEL}/{name}"]
-    return PrefixTable.build([t for t in read_trajectories(recipe.data[0]) if t.steps][:200]).X
+    traces = [t for t in read_trajectories(recipe.data[0]) if t.steps][:200]
+    return PrefixTable.build(traces, hidden=recipe.features == "hidden").X
 
 
 # Why a tolerance, and this one: the features are float sums whose last bits depend on the CPU's SIMD path
@@ -217,7 +218,7 @@ def _shipped_recipe_prefixes(name: str) -> np.ndarray:
 CLOSE, MOST, WORST, METRIC = 0.01, 0.99, 0.1, 0.005
 
 
-@pytest.mark.parametrize("name", ["numeric", "choice"])
+@pytest.mark.parametrize("name", ["numeric", "choice", "numeric-hidden"])
 def test_fit_reproduces_the_shipped_calibrator(name: str, tmp_path: Path) -> None:
     """The shipped artifacts are what `sia-monitor fit` makes of the committed trajectories, on any x86 CPU.
 
@@ -229,9 +230,9 @@ def test_fit_reproduces_the_shipped_calibrator(name: str, tmp_path: Path) -> Non
     assert main(["fit", "--only", f"{MODEL}/{name}", "--shipped", str(tmp_path)]) == 0
     ours, theirs = load_calibrator(tmp_path / MODEL / f"{name}.skops"), load_calibrator(shipped)
     assert theirs.info.data == ours.info.data, "the shipped calibrator was fitted on other trajectories"
-    chosen = ("model", "method")
-    assert [ours.info.config[k] for k in chosen] == [theirs.info.config[k] for k in chosen], (
-        "fit chose another model or calibration method")
+    assert estimator_config(ours.info.config) == estimator_config(theirs.info.config), (
+        "fit chose another model, calibration method or regularisation")
+    assert ours.info.hidden == theirs.info.hidden
     X = _shipped_recipe_prefixes(name)
     diff = np.abs(ours.estimator.p_correct(X) - theirs.estimator.p_correct(X))
     assert (diff <= CLOSE).mean() >= MOST and diff.max() <= WORST, (

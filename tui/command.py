@@ -15,11 +15,16 @@ from sia_monitor.errors import SIAError
 from sia_monitor.guardrail.live_vote import DEFAULT_VOTE_SETTINGS, LiveVote
 from sia_monitor.guardrail.replay import load_replay
 from sia_monitor.options import CalibratorOptions, guardrail_policy, load_monitor, prepare, vote_policy
-from sia_monitor.trajectory import check_writable
+from sia_monitor.trajectory import Trajectory, check_writable
 
 from .app import answer_of, create_app, default_save_path
 from .sources import EventSource, LiveSource, ReplaySource
 from .vote_app import LiveVoteSource, ReplayVoteSource, VoteSource, create_vote_app
+
+
+def carry_hidden_states(trajectories: list[Trajectory]) -> bool:
+    """Whether every saved step has hidden states, so a hidden-state calibrator can score the replay."""
+    return all(step.hidden is not None for t in trajectories for step in t.steps)
 
 
 def source_from_args(args: argparse.Namespace, err: Console) -> EventSource:
@@ -32,7 +37,8 @@ def source_from_args(args: argparse.Namespace, err: Console) -> EventSource:
             check_writable(args.save)
         trajectories = load_replay(args.replay, args.item)  # a cut-off file warns (one line, from the CLI)
         first = trajectories[0]
-        scorer = CalibratorOptions.from_args(args).load(first.model_id, first.answer_space, err)
+        scorer = CalibratorOptions.from_args(args).load(first.model_id, first.answer_space, err,
+                                                        hidden_states=carry_hidden_states(trajectories))
         return ReplaySource(trajectories, args.speed, scorer, policy, auto=args.auto)
     if not args.question:
         raise SIAError("Nothing to monitor.", 'Pass a question (sia-monitor tui "What is 2+3?") or --replay FILE.')
@@ -50,7 +56,8 @@ def vote_source_from_args(args: argparse.Namespace, err: Console) -> VoteSource:
         trajectories = load_replay(args.replay, 0)
         first = trajectories[0]
         samples = [t for t in trajectories if t.question == first.question]
-        scorer = CalibratorOptions.from_args(args).load(first.model_id, first.answer_space, err)
+        scorer = CalibratorOptions.from_args(args).load(first.model_id, first.answer_space, err,
+                                                        hidden_states=carry_hidden_states(samples))
         return ReplayVoteSource(samples, first.answer_space, policy, scorer, speed=args.speed)
     if not args.question:
         raise SIAError("Nothing to vote on.", 'Pass a question (sia-monitor tui --vote "What is 2+3?").')

@@ -45,12 +45,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                           "transfer.md to --out")
     transfer.add_argument("--sizes", type=int, nargs="+", default=None, metavar="N",
                           help="with --transfer: how many target questions to add (default 25 50 100 200)")
+    transfer.add_argument("--hidden-states", action="store_true",
+                          help="with --transfer: hidden-state calibrators (feature version 2; both files collected "
+                          "in-process, which records hidden states), which are known to transfer worse")
     evaluate.set_defaults(handler=command)
 
 
 def command(args: argparse.Namespace) -> int:
     if args.transfer is not None:
         return _transfer(args)
+    if args.hidden_states:
+        raise SIAError("--hidden-states goes with --transfer (a calibrator's card says what it reads).")
     from calibrators.artifact import SHIPPED_DIR
     from calibrators.fitting import select_recipes
     from calibrators.report import DEFAULT_OUT, build_report, write_report
@@ -123,12 +128,22 @@ def _transfer(args: argparse.Namespace) -> int:
     kinds = {(t.model_id, t.answer_space.kind) for t in [*source, *target]}
     if len(kinds) > 1:
         raise SIAError(f"--transfer needs one model and one answer type in both files, not {sorted(kinds)}.")
+    features = "hidden" if args.hidden_states else "entropy"
+    if args.hidden_states:
+        from calibrators.dataset import hidden_columns_of
+
+        for path, trajectories in zip(args.transfer, (source, target), strict=True):
+            try:
+                hidden_columns_of(trajectories)
+            except SIAError as exc:
+                raise SIAError(f"{path}: {exc.message}", exc.hint) from exc
     names = (args.transfer[0].name.split(".")[0], args.transfer[1].name.split(".")[0])
     err = Console(stderr=True, highlight=False)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err) as progress:
         task = progress.add_task(f"{names[0]} → {names[1]}: fits", total=fits_needed(sizes, 2))
-        entry = transfer_study(source, target, names, sizes, advance=lambda: progress.advance(task))
+        entry = transfer_study(source, target, names, sizes, advance=lambda: progress.advance(task),
+                               features=features)
     args.out.mkdir(parents=True, exist_ok=True)
     written = [args.out / "transfer.json", args.out / "transfer.md"]
     for path, text in zip(written, (json.dumps(entry, indent=2) + "\n",

@@ -35,6 +35,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     own.add_argument("--evaluation", choices=("cv", "heldout"), default="cv",
                      help="with --data: judge it by grouped 5-fold CV over all questions (default), or fit outside "
                      "the fixed held-out split and judge on it")
+    own.add_argument("--hidden-states", action="store_true",
+                     help="with --data: read each step's hidden states too (feature version 2; the files must be "
+                     "collected in-process, which records them); the calibrator then needs them at run time, so "
+                     "engines fall back to an entropy-only one")
     fit.set_defaults(handler=command)
 
 
@@ -43,6 +47,8 @@ def command(args: argparse.Namespace) -> int:
     from calibrators.fitting import fit_all, select_recipes
 
     err = Console(stderr=True, highlight=False)
+    if args.hidden_states and args.data is None:
+        raise SIAError("--hidden-states goes with --data (a recipe says `features = \"hidden\"` instead).")
     if args.data is not None:
         return fit_own_data(args, err)
     if args.out is not None:
@@ -62,9 +68,11 @@ def command(args: argparse.Namespace) -> int:
 
 
 def _say_metrics(err: Console, key: str, calibrator: Any, judged_by: str) -> None:
+    from calibrators.fitting import describe_config
+
     metrics = calibrator.info.metrics
     last, half, every = metrics["at_last_step"], metrics["at_50pct"], metrics["all_prefixes"]
-    err.print(f"[bold]{escape(key)}[/]: {calibrator.info.config['model']} + {calibrator.info.config['method']}; "
+    err.print(f"[bold]{escape(key)}[/]: {escape(describe_config(calibrator.info.config))}; "
               f"{judged_by} AUROC {half['auroc']:.3f} at 50%, {last['auroc']:.3f} at the last step; "
               f"ECE {every['ece']:.3f} over every step ({metrics['heldout_traces']} traces)")
 
@@ -80,7 +88,8 @@ def fit_own_data(args: argparse.Namespace, err: Console) -> int:
     if args.recipes is not None or args.only or args.shipped is not None:
         raise SIAError("--data fits one calibrator from the files; --recipes, --only and --shipped are for the recipes.")
     check_writable(args.out)
-    recipe = recipe_for_data(args.data, args.out.name.removesuffix(".skops"), args.evaluation)
+    recipe = recipe_for_data(args.data, args.out.name.removesuffix(".skops"), args.evaluation,
+                             features="hidden" if args.hidden_states else "entropy")
     started = time.perf_counter()
     with err.status("fitting") as status:
         try:

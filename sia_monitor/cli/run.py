@@ -38,7 +38,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--json", action="store_true", help="print one JSON event per line instead of text")
     add_calibrator_options(run)
     add_model_options(run)
-    add_hidden_state_options(run, default=False)
+    add_hidden_state_options(run, default=None)
     run.set_defaults(handler=command)
 
 

@@ -104,15 +104,23 @@ def command(args: argparse.Namespace) -> int:
                   f"reach this address can use the model. Set one with --api-key-file or {KEY_VARIABLE}.")
     model = ModelOptions.from_args(args)
     model_id = model.check()
+    hidden = None  # the hidden states to record: those the calibrator (chosen, or shipped) reads, in process
     if args.calibrator not in ("auto", "none"):
         from calibrators import load_calibrator
 
-        load_calibrator(Path(args.calibrator))  # a damaged or untrusted file is refused now, not per request
+        chosen = load_calibrator(Path(args.calibrator))  # a damaged or untrusted file is refused now, not per request
+        hidden = chosen.hidden_state_spec
+    elif args.calibrator == "auto":
+        from calibrators.artifact import shipped_hidden_state_spec
+
+        hidden = shipped_hidden_state_spec(model_id)
+    if model.engine is not None:
+        hidden = None  # an engine gives none: the entropy-only calibrators score its steps
     from sia_monitor.backends.base import GenerationSettings
     from sia_monitor.serve.app import Limits, create_app
 
     GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature)  # refuse bad defaults
-    monitor = load_monitor(model, err)
+    monitor = load_monitor(model, err, hidden_states=hidden)
     limits = Limits(default_max_tokens=args.max_new_tokens, max_tokens=max(args.max_new_tokens, Limits.max_tokens))
     app = create_app(monitor, api_key=api_key, limits=limits, max_batch=args.max_concurrency,
                      max_waiting=args.max_queue, calibrator=args.calibrator, force=args.force,

@@ -131,13 +131,31 @@ class LlamaCppClient:
 
     def next_tokens(self, prompt: Sequence[int], top_n: int, count: int = 1, slot: int = 0
                     ) -> tuple[list[TopLogprobs], list[int], Usage]:
-        reply = self._post("/completion", {
-            **_SAMPLING, "prompt": list(prompt), "n_predict": count, "temperature": 0.0, "n_probs": top_n,
-            "return_tokens": True, "cache_prompt": True, "id_slot": slot % self.slots})
-        probabilities = reply.get("completion_probabilities") or []
-        if not probabilities:
+        def ask(n_predict: int, **extra: Any) -> dict[str, Any]:
+            return self._post("/completion", {
+                **_SAMPLING, "prompt": list(prompt), "n_predict": n_predict, "temperature": 0.0, "n_probs": top_n,
+                "return_tokens": True, "cache_prompt": True, "id_slot": slot % self.slots, **extra})
+
+        reply = ask(count)
+        drawn = [int(token) for token in reply.get("tokens") or []]
+        entries = []  # the entries that belong to the drawn tokens, in order (an EOS entry may follow them)
+        for index, entry in enumerate(reply.get("completion_probabilities") or []):
+            if index < len(drawn) and int(entry["id"]) != drawn[index]:
+                break
+            entries.append(entry)
+        if drawn and not entries:
+            # llama-server keeps no log-probabilities for a token whose text ends inside a multi-byte UTF-8
+            # character (only the token that completes it gets an entry; seen on Qwen2.5-Coder-1.5B: token 1683,
+            # " \ufffd", after "The answer is 6"). Such a token is no answer token, so the probe needs only this
+            # position's distribution: ask again with that token banned, which moves the draw, not the reported
+            # log-probabilities (read from the logits before any sampler), and report the token really drawn.
+            retry = ask(1, logit_bias=[[drawn[0], False]])
+            listed = retry.get("completion_probabilities") or []
+            if listed:
+                return [_top(listed[0])], drawn[:1], _usage(reply) + _usage(retry)
+        if not entries:
             raise SIAError(f"The engine at {self.url} returned no log-probabilities (n_probs).")
-        return [_top(entry) for entry in probabilities], [int(e["id"]) for e in probabilities], _usage(reply)
+        return [_top(entry) for entry in entries], [int(entry["id"]) for entry in entries], _usage(reply)
 
     def close(self) -> None:
         self._http.close()

@@ -74,11 +74,15 @@ class _Models:
         if space.kind not in self._scorers:
             from calibrators import calibrator_for
 
+            recorded = getattr(self.monitor, "hidden_states", None)
             try:
-                self._scorers[space.kind] = calibrator_for(self.monitor.model_id, space, self.calibrator,
-                                                           force=self.force)
+                scorer = calibrator_for(self.monitor.model_id, space, self.calibrator, force=self.force,
+                                        hidden_states=recorded is not None)
             except SIAError:
-                self._scorers[space.kind] = None
+                scorer = None
+            if scorer is not None and scorer.hidden_state_spec not in (None, recorded):
+                scorer = None  # it reads hidden states this server does not record: it could score no step
+            self._scorers[space.kind] = scorer
         return self._scorers[space.kind]
 
 
