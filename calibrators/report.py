@@ -142,8 +142,9 @@ def gain_over_entropy(report: RecipeReport, plain: Calibrator, plain_key: str) -
 
 
 def _identity(t: Any) -> tuple[Any, ...]:
-    return (t.model_id, t.benchmark, t.item_id, t.question, t.generation.get("sample"), t.generation.get("seed"),
-            t.generation.get("temperature"))
+    """One trace per question and sample: recipes share files, and a question collected again (with hidden
+    states, another seed from a resumed batch) is the same greedy question, so the data table counts it once."""
+    return (t.model_id, t.benchmark, t.item_id, t.question, t.generation.get("sample"), t.generation.get("temperature"))
 
 
 def _git_commit() -> str:

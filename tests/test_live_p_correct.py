@@ -20,7 +20,7 @@ from sia_monitor.errors import SIAError
 from sia_monitor.models import DEFAULT_MODEL, FIXTURE_MODEL
 from sia_monitor.tasks.answers import NUMERIC
 from sia_monitor.tasks.benchmarks import load_benchmark
-from sia_monitor.trajectory import MonitorEvent
+from sia_monitor.trajectory import MonitorEvent, read_trajectories
 
 
 def test_default_model_ships_numeric_and_choice_calibrators() -> None:
@@ -29,6 +29,23 @@ def test_default_model_ships_numeric_and_choice_calibrators() -> None:
         assert path is not None, f"no shipped {kind} calibrator for {DEFAULT_MODEL}"
         calibrator = load_calibrator(path)
         assert calibrator.info.model_id == DEFAULT_MODEL and kind in calibrator.info.answer_kinds
+
+
+def test_the_larger_model_ships_a_numeric_calibrator() -> None:
+    """Qwen2.5-Coder-1.5B: fitted on 400 SVAMP questions (issue 14), judged by grouped 5-fold CV on its card."""
+    larger = "qwen2.5-coder-1.5b-instruct"
+    path = shipped_calibrator_path(larger, "numeric")
+    assert path is not None, f"no shipped numeric calibrator for {larger}"
+    calibrator = load_calibrator(path)
+    assert calibrator.info.model_id == larger and calibrator.hidden_state_spec is None  # engines can use it too
+    assert calibrator.info.metrics["at_last_step"]["auroc"] > 0.6
+    data = Path(__file__).resolve().parents[1] / "calibrators" / "data" / larger / "svamp.jsonl.gz"
+    collected = list(read_trajectories(data))
+    assert len({t.item_id for t in collected}) >= 400
+    assert sum(entry["traces"] for entry in calibrator.info.data) == sum(1 for t in collected if t.steps)
+    trajectory = next(t for t in collected if len(t.steps) >= 2)
+    curve = calibrator.curve(trajectory)
+    assert len(curve) == len(trajectory.steps) and all(0.0 <= p <= 1.0 for p in curve)
 
 
 @pytest.mark.default_model
