@@ -210,3 +210,30 @@ def test_each_row_keeps_its_own_budget(smol: Monitor) -> None:
     assert 5 < long.n_tokens <= 20
     with pytest.raises(SIAError, match="budgets"):
         smol.generate(questions, NUMERIC, settings, budgets=[5, 21])
+
+
+def test_new_rows_can_start_when_every_running_row_ended_on_the_same_token(smol_f32: Monitor) -> None:
+    """Both rows reach their budget on the same token, and the schedule then starts a third row: it must decode
+    as a row of its own (a live vote hit this when every sample of a round ended at once)."""
+    model, tokenizer = smol_f32.model, smol_f32.tokenizer
+    encoding, _ = smol_f32.encode(QUESTIONS[:1] * 2, [NUMERIC] * 2, 16)
+    prompt = encoding["input_ids"].shape[1]
+    started = [2]
+
+    def schedule(running: int) -> int:
+        if running == 0 and started[0] < 3:
+            started[0] += 1
+            return 1
+        return 0
+
+    out = decode(model, encoding["input_ids"], encoding["attention_mask"], DynamicCache(config=model.config),
+                 GenerationSettings(max_new_tokens=6), tokenizer.pad_token_id, [], budgets=[3, 3],
+                 schedule=schedule)
+    assert out.shape[0] == 3
+    assert torch.equal(out[2, 3:3 + prompt], encoding["input_ids"][0])  # joined after 3 tokens: three pads
+    alone = decode(model, encoding["input_ids"][:1], encoding["attention_mask"][:1],
+                   DynamicCache(config=model.config), GenerationSettings(max_new_tokens=6), tokenizer.pad_token_id, [])
+    assert out.shape[1] == prompt + 3 + 6  # the new row drew its own 6 tokens
+    # its first token comes from the prompt's own prefill, the same forward as a lone row's (later tokens run
+    # through a left-padded cache, whose float sums may round differently on another CPU)
+    assert out[2, 3 + prompt] == alone[0, prompt]

@@ -142,7 +142,9 @@ def decode(
             new_rows = torch.arange(batch, batch + start, device=device)
             input_ids = torch.cat([input_ids, prompt.ids_row(input_ids.shape[1], pad_token_id).expand(start, -1)])
             batch += start
-            live, mask = torch.cat([live, new_rows]), torch.cat([mask, new_masks])
+            # with no row left running, the mask was not lengthened for the token just drawn: the new rows'
+            # masks (as long as input_ids) are the whole of it
+            live, mask = torch.cat([live, new_rows]), torch.cat([mask, new_masks]) if len(live) else new_masks
             unfinished = torch.cat([unfinished, unfinished.new_ones(start)])
             last_tick = torch.cat([last_tick, last_tick.new_full((start,), tick + settings.max_new_tokens)])
             logits = torch.cat([logits, prompt.logits.expand(start, -1)])
