@@ -260,7 +260,7 @@ class CalibratorOptions:
                            "`sia-monitor fit --data` without --hidden-states.")
         if calibrator is not None:
             err.print(f"[dim]P(correct) from the calibrator {escape(calibrator.describe())}[/]")
-        if calibrator is None:
+        else:
             fit_hint = any(recipe.model == model_id for recipe in load_recipes())
             err.print(f"[dim]No calibrator ships for {escape(model_id)} with {space.kind} answers: showing the "
                       "entropy only" + (" (fit one with `sia-monitor fit`)." if fit_hint else
