@@ -51,8 +51,10 @@ class CollectPlan:
 Progress = Callable[[int, int, int], None]
 
 
-def _key(trajectory: Trajectory) -> tuple[str | None, int]:
-    return trajectory.item_id, int(trajectory.generation.get("sample", 0))
+def record_key(trajectory: Trajectory) -> tuple[str | None, int]:
+    """What makes a record one of a kind in a collection: its question (the item's id where it has one) and
+    its sample index."""
+    return trajectory.item_id or trajectory.question, int(trajectory.generation.get("sample", 0))
 
 
 def load_existing(out: Path, model_id: str) -> list[Trajectory]:
@@ -100,7 +102,7 @@ def plan_collection(
     else:
         items, name = load_benchmark(benchmark, data_dir, limit=limit, split=split), benchmark
     check_writable(out)
-    done_keys = {_key(t) for t in load_existing(out, model_id)}
+    done_keys = {record_key(t) for t in load_existing(out, model_id)}
     todo = [(item, s) for item in items for s in range(samples) if (item.item_id, s) not in done_keys]
     return CollectPlan(benchmark=name, out=out, todo=todo, done=len(done_keys))
 

@@ -96,7 +96,8 @@ STAGES = (
     ("calibrators",),
     ("sia_monitor.backends",),
     ("sia_monitor.guardrail",),
-    ("sia_monitor.options", "sia_monitor.collect", "sia_monitor.serve", "sia_monitor.cli", "tui"),
+    ("sia_monitor.options", "sia_monitor.collect", "sia_monitor.reprobe", "sia_monitor.serve", "sia_monitor.cli",
+     "tui"),
 )
 
 

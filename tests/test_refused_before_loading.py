@@ -36,6 +36,13 @@ def _file_parent(tmp_path: Path) -> str:
     return str(tmp_path / "plain-file" / "t.jsonl")
 
 
+def _file(tmp_path: Path) -> str:
+    (tmp_path / "t.jsonl").write_text("")
+    return str(tmp_path / "t.jsonl")
+
+
+QWEN_TRACES = Path(__file__).resolve().parents[1] / "calibrators/data/qwen2.5-coder-0.5b-instruct/arc-easy.jsonl.gz"
+
 CASES = {
     "negative temperature": (lambda t: ["run", "What is 2+3?", "--temperature", "-1"], "--temperature must be"),
     "nan temperature": (lambda t: ["run", "What is 2+3?", "--temperature", "nan"], "--temperature must be"),
@@ -58,6 +65,15 @@ CASES = {
         "--hidden-dims must be between 1 and 4096"),
     "run zero hidden dims": (lambda t: ["run", "What is 2+3?", "--hidden-states", "--hidden-dims", "0"],
                              "--hidden-dims must be between 1 and 4096"),
+    "reprobe another model's traces": (
+        lambda t: ["collect", "--reprobe", str(QWEN_TRACES), "--out", str(t / "o.jsonl")],
+        "holds trajectories of qwen2.5-coder-0.5b-instruct, not smollm2-135m-instruct"),
+    "reprobe a missing file": (lambda t: ["collect", "--reprobe", str(t / "none.jsonl"), "--out", str(t / "o.jsonl")],
+                               "none.jsonl does not exist"),
+    "reprobe onto itself": (lambda t: ["collect", "--reprobe", _file(t), "--out", _file(t)], "are the same file"),
+    "reprobe on an engine": (
+        lambda t: ["collect", "--reprobe", _file(t), "--out", str(t / "o.jsonl"), "--engine", "http://127.0.0.1:9"],
+        "--reprobe runs the model in process"),
     "vote no samples": (lambda t: ["vote", "What is 2+3?", "-n", "0"], "samples must be at least 1"),
     "vote zero width": (lambda t: ["vote", "What is 2+3?", "--width", "0"], "width must be at least 1"),
     "vote greedy": (lambda t: ["vote", "What is 2+3?", "--temperature", "0"], "give --temperature above 0"),

@@ -114,6 +114,7 @@ class LiveSource(_GuardedSource):
         auto: bool = False,
     ) -> None:
         from sia_monitor.guardrail.live import LiveBackend
+        from sia_monitor.probing.monitor import segmenter_label
 
         policy = policy or GuardrailPolicy()
         self.backend = LiveBackend(monitor, question, space, settings, policy)
@@ -121,7 +122,7 @@ class LiveSource(_GuardedSource):
         self.model_id = monitor.model_id
         self.question = question
         self.space = space
-        self.segmenter = monitor.segmenter if monitor.segmenter != "regex" else f"regex:{monitor.step_regex}"
+        self.segmenter = segmenter_label(monitor.segmenter, monitor.step_regex)
         self.calibrated = monitor.scorer is not None
 
     def describe(self) -> str:

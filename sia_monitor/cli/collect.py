@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -32,6 +33,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="your own questions instead: a .jsonl or .csv file with question and answer (a number), "
                         "or question, choices and answer (a label or an option's text), and an optional id; "
                         "every row is checked before the model loads")
+    source.add_argument("--reprobe", type=Path, default=None, metavar="FILE",
+                        help="no generation: probe the saved trajectories of FILE again on their own tokens, in "
+                        "process, and write them with hidden states to --out (for traces collected by an engine "
+                        "or before hidden states were recorded; --model must be the model that wrote them)")
     col.add_argument("--out", type=Path, required=True, help="trajectory file (.jsonl or .jsonl.gz)")
     col.add_argument("--split", choices=SPLITS, default="all",
                      help="which questions: all (default), or only those of the fixed train or held-out split that "
@@ -47,18 +52,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
+    err = Console(stderr=True, highlight=False)
+    if args.reprobe is not None:
+        return _reprobe(args, err)
     from sia_monitor.collect import plan_collection, run_collection
 
-    err = Console(stderr=True, highlight=False)
     settings = DecodingOptions.from_args(args).settings()
     if args.batch_size < 1:
         raise SIAError("--batch-size must be at least 1.")
@@ -70,24 +68,82 @@ def command(args: argparse.Namespace) -> int:
         err.print(f"Nothing to do: {args.out} already holds all {plan.done} trajectories.")
         return 0
     monitor = load_monitor(model, err, hidden_states=hidden)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"))
-    saved = plan.done
-    with Progress(*columns, console=err) as bar:
-        task = bar.add_task(f"collect {plan.benchmark}", total=plan.total, completed=plan.done, rate="")
+
+    def work(progress: Progress) -> None:
         started = time.perf_counter()
 
-        def progress(done: int, total: int, tokens: int) -> None:
-            nonlocal saved
-            saved = done
-            rate = f"{tokens} tokens, {tokens / max(time.perf_counter() - started, 1e-9):.1f} tok/s" if tokens else ""
-            bar.update(task, completed=done, total=total, rate=rate)
+        def rate(tokens: int) -> str:
+            return f"{tokens} tokens, {tokens / max(time.perf_counter() - started, 1e-9):.1f} tok/s" if tokens else ""
 
-        try:
-            run_collection(monitor, plan, args.batch_size, settings, progress)
-        except KeyboardInterrupt:
-            err.print(f"Interrupted; {args.out} holds {saved} of {plan.total} trajectories (each row is saved as "
-                      "it ends). Run the same command to resume.")
-            return 130
+        run_collection(monitor, plan, args.batch_size, settings,
+                       lambda done, total, tokens: progress(done, total, rate(tokens)))
+
+    saved = _with_progress(f"collect {plan.benchmark}", plan.done, plan.total, work, args.out, err)
+    if saved is None:
+        return 130
     err.print(f"{saved - plan.done} new trajectories appended to {args.out} ({plan.done} were already there).")
     return 0
+
+
+def _reprobe(args: argparse.Namespace, err: Console) -> int:
+    from sia_monitor.reprobe import plan_reprobe, run_reprobe
+
+    model = ModelOptions.from_args(args)
+    if model.engine is not None:
+        raise SIAError("--reprobe runs the model in process (an engine gives no hidden states).", "Drop --engine.")
+    hidden = hidden_state_spec(args)
+    plan = plan_reprobe(args.reprobe, args.out, model.check(), args.limit)
+    if plan.unreprobeable:
+        err.print(f"[dim]{plan.unreprobeable} trajectories were stopped or cancelled mid-trace: not probed again[/]")
+    if not plan.todo:
+        err.print(f"Nothing to do: {args.out} already holds all {plan.done} trajectories.")
+        return 0
+    monitor = load_monitor(model, err, hidden_states=hidden)
+    skipped: list[str] = []
+
+    def work(progress: Progress) -> None:
+        skipped.extend(run_reprobe(monitor, plan, lambda done, total, misses: progress(
+            done, total, f"{misses} skipped" if misses else "")))
+
+    saved = _with_progress(f"reprobe {args.reprobe.name}", plan.done, plan.total, work, args.out, err)
+    if saved is None:
+        return 130
+    for reason in skipped:
+        err.print(f"[yellow]skipped[/] {reason}")
+    err.print(f"{saved - plan.done} trajectories probed again and appended to {args.out} ({plan.done} were already "
+              f"there{f', {len(skipped)} skipped' if skipped else ''}).")
+    return 0
+
+
+Progress = Callable[[int, int, str], None]  # (trajectories in the file, the whole job, what the bar says after)
+def _with_progress(title: str, done: int, total: int, work: Callable[[Progress], None], out: Path,
+                   err: Console) -> int | None:
+    """Run `work` under a progress bar; return how many trajectories the file holds when it ends, or None after
+    Ctrl-C, which keeps what was saved (each record is appended as it ends) and says how to resume."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as Bar
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"))
+    saved = done
+    with Bar(*columns, console=err) as bar:
+        task = bar.add_task(title, total=total, completed=done, note="")
+
+        def progress(now: int, whole: int, note: str) -> None:
+            nonlocal saved
+            saved = now
+            bar.update(task, completed=now, total=whole, note=note)
+
+        try:
+            work(progress)
+        except KeyboardInterrupt:
+            err.print(f"Interrupted; {out} holds {saved} of {total} trajectories (each is saved as it ends). "
+                      "Run the same command to resume.")
+            return None
+    return saved

@@ -23,10 +23,17 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Cache, LogitsProcessor
 
+from sia_monitor.errors import SIAError
 from sia_monitor.probing.estimators import Estimator, ProbeContext, make_estimator, recent_first
 from sia_monitor.probing.hidden_states import HiddenStateProjector, HiddenStateSpec
 from sia_monitor.probing.probe import ProbeTree, run_probe
-from sia_monitor.probing.segmentation import CompletedStep, SegmenterMode, StepSegmenter, TokenText
+from sia_monitor.probing.segmentation import (
+    SEGMENTER_MODES,
+    CompletedStep,
+    SegmenterMode,
+    StepSegmenter,
+    TokenText,
+)
 from sia_monitor.probing.stopping import RowStopper
 from sia_monitor.scoring import Prefix, StepScorer
 from sia_monitor.tasks.answers import AnswerDistribution, AnswerSpace, parse_answer
@@ -384,6 +391,14 @@ class TokenSignals:
 def segmenter_label(mode: str, step_regex: str | None) -> str:
     """How a trajectory records its step mode: the mode, or "regex:PATTERN"."""
     return mode if mode != "regex" else f"regex:{step_regex}"
+
+
+def segmenter_from_label(label: str) -> tuple[SegmenterMode, str | None]:
+    """The step mode and pattern a trajectory's `segmenter` label records (`segmenter_label` inverted)."""
+    mode, _, pattern = label.partition(":")
+    if mode not in SEGMENTER_MODES or (mode == "regex") != bool(pattern):
+        raise SIAError(f"Unknown step mode {label!r} in a trajectory.")
+    return mode, pattern or None  # type: ignore[return-value]
 
 
 def finished_trajectory(

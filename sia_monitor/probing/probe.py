@@ -96,7 +96,9 @@ def run_probe(
 ) -> ProbeResult:
     """Run the trees of `trees` (batch row -> tree) in one forward.
 
-    `prefix_mask` is the (batch, cache length) 0/1 mask of the tokens already in the cache (left padding 0).
+    `prefix_mask` is the (batch, length) 0/1 mask of the tokens the trees hang off (left padding 0). It may be
+    shorter than the cache: a reprobe (`sia_monitor.reprobe`) runs a whole saved trace first, and the cache
+    positions past `length` are then hidden from the trees, so they see exactly what a cache cropped there holds.
     `hidden_layers`: indices into the model's `hidden_states` to return at each tree's anchor (none: the
     forward keeps no hidden states).
     """
@@ -116,7 +118,9 @@ def run_probe(
         base = int(prefix_mask[row].sum())
         input_ids[i, :n] = torch.tensor(tree.tokens)
         position_ids[i, :n] = base + torch.tensor(_depths(tree.parents))
-        mask[i, 0, :n, :cached][:, prefix_mask[row].bool()] = 0.0
+        visible = torch.zeros(cached, dtype=torch.bool, device=device)
+        visible[: prefix_mask.shape[1]] = prefix_mask[row].bool()
+        mask[i, 0, :n, :cached][:, visible] = 0.0
         mask[i, 0, :, cached:][_ancestry(tree.parents, width)] = 0.0
 
     whole_batch = len(rows) == batch
