@@ -2,7 +2,9 @@
 
 For every held-out trajectory of each benchmark file (the questions the shipped calibrators were NOT fitted
 on, per `sia_monitor.tasks.benchmarks.is_heldout`), the steps are scored once with the shipped calibrator for the
-trace's model and answer type (`replay.score_steps`, i.e. `Calibrator.curve` rounded to 4 decimals as the
+trace's model and answer type, the one the live guardrail takes in process: the hidden-state calibrator where
+the trace's steps carry hidden states (the files under calibrators/data/<model>/hidden/), else the entropy-only
+one (`replay.score_steps`, i.e. `Calibrator.curve` rounded to 4 decimals as the
 live monitor does), then replayed through the library's own `guarded.GuardedRun` + `replay.ReplayBackend`
 at speed 0 for each policy of a grid:
 
@@ -174,10 +176,12 @@ def run_benchmark(path: Path, settings: list[Setting], limit: int | None, progre
     calibrators: dict[tuple[str, str], Any] = {}
     scored: list[Trajectory] = []
     task = progress.add_task(f"{name}: scoring", total=len(heldout))
+    # the calibrator the live guardrail takes in process: the hidden-state one where the steps carry them
+    hidden = any(t.steps for t in heldout) and all(step.hidden is not None for t in heldout for step in t.steps)
     for t in heldout:
         key = (t.model_id, t.answer_space.kind)
         if key not in calibrators:
-            calibrators[key] = calibrator_for(t.model_id, t.answer_space)
+            calibrators[key] = calibrator_for(t.model_id, t.answer_space, hidden_states=hidden)
         calibrator = calibrators[key]
         if calibrator is None:
             raise SystemExit(f"No shipped calibrator for {t.model_id} / {t.answer_space.kind}.")
@@ -207,8 +211,8 @@ def run_benchmark(path: Path, settings: list[Setting], limit: int | None, progre
         "base_accuracy": ratio(sum(bool(t.correct) for t in heldout), len(heldout)),
         "total_tokens": sum(t.n_tokens for t in heldout),
         "mean_steps": ratio(sum(len(t.steps) for t in heldout), len(heldout)),
-        "calibrators": {f"{m}/{k}": {"name": c.info.name, "answer_kinds": c.info.answer_kinds}
-                        for (m, k), c in calibrators.items()},
+        "calibrators": {f"{m}/{c.info.name}": {"name": c.info.name, "answer_kinds": c.info.answer_kinds}
+                        for (m, _), c in calibrators.items() if c is not None},
         "settings": rows,
     }
 
@@ -242,7 +246,7 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             (f"{bench['traces']} held-out traces, base accuracy {pct(bench['base_accuracy'])}, "
              f"{bench['total_tokens']:,} tokens, {bench['mean_steps']:.1f} steps per trace on average. "
-             f"File: `{bench['file']}`."),
+             f"File: `{bench['file']}`. P(correct) from {', '.join(f'`{c}`' for c in bench['calibrators'])}."),
             "",
             "| setting | stopped | false stops | stop precision | saved by stopping | accepted | accepted: forced / full correct | saved by accepting | acc. not stopped (full) | base acc. |",
             "|---|---|---|---|---|---|---|---|---|---|",
