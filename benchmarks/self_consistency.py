@@ -17,8 +17,9 @@ kill or end (or, cancelled, up to where it was cut off). Methods:
 - ours (`sia_monitor.guardrail.vote`): P(correct)-weighted, failing samples killed mid-trace, adaptive stop;
   replayed `--width` samples at a time (freed rows take the next sample); and with each part switched off.
 
-P(correct) comes from the calibrator shipped for the model and answer type, which never saw these questions
-(they are in the fixed held-out split). Paired bootstrap 95 % intervals over questions, for the accuracy
+P(correct) comes from the calibrator `sia-monitor vote` takes in process (`--calibrator auto`): the shipped
+hidden-state one where the samples carry hidden states, which they do; `--entropy-only` takes the entropy-only
+one instead. Neither saw these questions (they are in the fixed held-out split). Paired bootstrap 95 % intervals over questions, for the accuracy
 difference to majority@16.
 
     python benchmarks/self_consistency.py
@@ -217,8 +218,10 @@ def ours(policy: VotePolicy) -> Method:
     return method
 
 
-def load_questions(paths: Sequence[Path], samples: int) -> dict[str, list[Trajectory]]:
-    """Questions with all `samples` samples collected, their steps scored by the shipped calibrator."""
+def load_questions(paths: Sequence[Path], samples: int, entropy_only: bool = False) -> dict[str, list[Trajectory]]:
+    """Questions with all `samples` samples collected, their steps scored by the shipped calibrator the live
+    vote would take: the hidden-state one where every step of the question's samples has hidden states (unless
+    `entropy_only`)."""
     grouped: dict[str, list[Trajectory]] = defaultdict(list)
     for path in paths:
         if not path.exists():
@@ -228,12 +231,13 @@ def load_questions(paths: Sequence[Path], samples: int) -> dict[str, list[Trajec
             grouped[f"{trajectory.benchmark}:{trajectory.item_id}"].append(trajectory)
     complete = {q: sorted(ts, key=lambda t: t.generation.get("sample", 0)) for q, ts in grouped.items()
                 if len(ts) >= samples}
-    scorers: dict[tuple[str, str], object] = {}
+    scorers: dict[tuple[str, str, bool], object] = {}
     for question, trajectories in complete.items():
         first = trajectories[0]
-        key = (first.model_id, first.answer_space.kind)
+        hidden = not entropy_only and all(s.hidden is not None for t in trajectories for s in t.steps)
+        key = (first.model_id, first.answer_space.kind, hidden)
         if key not in scorers:
-            scorers[key] = calibrator_for(first.model_id, first.answer_space)
+            scorers[key] = calibrator_for(first.model_id, first.answer_space, hidden_states=hidden)
         complete[question] = [score_steps(t, scorers[key]) for t in trajectories[:samples]]  # type: ignore[arg-type]
     return complete
 
@@ -294,11 +298,13 @@ def main() -> None:
     parser.add_argument("--esc-window", type=int, default=4)
     parser.add_argument("--deepconf-window", type=int, default=64, help="DeepConf group size in tokens (default 64)")
     parser.add_argument("--deepconf-warmup", type=int, default=4, help="DeepConf warm-up traces (default 4)")
+    parser.add_argument("--entropy-only", action="store_true",
+                        help="score with the entropy-only calibrator (what the vote takes on an engine)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "self_consistency.json")
     args = parser.parse_args()
 
-    questions = load_questions(args.data, args.samples)
-    dev = load_questions(args.dev, args.dev_samples) if args.dev else {}
+    questions = load_questions(args.data, args.samples, args.entropy_only)
+    dev = load_questions(args.dev, args.dev_samples, args.entropy_only) if args.dev else {}
     if not questions:
         raise SystemExit("no question has all its samples yet; collect them first (see BENCHMARKS.md)")
     temperature = choose_cisc_temperature(dev, args.dev_samples, args.orders)
@@ -341,12 +347,14 @@ def main() -> None:
     benchmarks = sorted({q.split(":")[0] for q in questions})
     out = {"questions": len(questions), "benchmarks": benchmarks, "samples": n, "orders": args.orders,
            "width": args.width, "cisc_temperature": temperature, "dev_questions": len(dev),
+           "calibrator": "entropy-only" if args.entropy_only else "hidden-state (as the live vote in process)",
            "machine": cpu_name(), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     markdown = args.out.with_suffix(".md")
     lines = [f"{len(questions)} held-out questions ({', '.join(benchmarks)}) x {n} samples, {args.orders} orders; "
-             f"ours replayed {args.width} samples at a time; CISC T = {temperature:g} ("
+             f"ours replayed {args.width} samples at a time, P(correct) from the "
+             f"{'entropy-only' if args.entropy_only else 'hidden-state'} calibrator; CISC T = {temperature:g} ("
              + (f"chosen on {len(dev)} dev questions)." if dev else "the default: no dev questions collected yet)."), "", "| method | accuracy | tokens / question | tokens vs majority@16 | accuracy - "
              "majority@16 (95% CI) | questions won / lost vs majority@16 |", "|---|---|---|---|---|---|"]
     for row in rows:

@@ -52,9 +52,12 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=10)
     parser.add_argument("--questions", type=int, default=None,
                         help="use only the first N complete dev questions (the shipped defaults: --questions 68)")
+    parser.add_argument("--entropy-only", action="store_true",
+                        help="score with the entropy-only calibrator instead of the hidden-state one the live vote "
+                        "takes in process")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tune_vote.json")
     args = parser.parse_args()
-    dev = load_questions(args.dev, args.samples)
+    dev = load_questions(args.dev, args.samples, args.entropy_only)
     if args.questions is not None:
         dev = dict(list(dev.items())[: args.questions])
     if not dev:
@@ -73,6 +76,7 @@ def main() -> None:
     chosen = min(eligible, key=lambda r: (r["tokens_ratio"], -r["accuracy"])) if eligible else None
     rows.sort(key=lambda r: (r["tokens_ratio"], -r["accuracy"]))
     out = {"dev_questions": len(dev), "samples": args.samples, "orders": args.orders,
+           "calibrator": "entropy-only" if args.entropy_only else "hidden-state (as the live vote in process)",
            f"majority@{args.samples}_accuracy": round(floor, 4), "chosen": chosen, "grid": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
