@@ -31,15 +31,18 @@ def test_default_model_ships_numeric_and_choice_calibrators() -> None:
         assert calibrator.info.model_id == DEFAULT_MODEL and kind in calibrator.info.answer_kinds
 
 
-def test_the_larger_model_ships_a_numeric_calibrator() -> None:
-    """Qwen2.5-Coder-1.5B: fitted on 400 SVAMP questions (issue 14), judged by grouped 5-fold CV on its card."""
+@pytest.mark.parametrize(("kind", "benchmark"), [("numeric", "svamp"), ("choice", "arc-easy")])
+def test_the_larger_model_ships_its_calibrators(kind: str, benchmark: str) -> None:
+    """Qwen2.5-Coder-1.5B: fitted on 400 questions of each answer type (issue 14), judged by grouped 5-fold CV
+    on its card; entropy-only, so that engines can use them too."""
     larger = "qwen2.5-coder-1.5b-instruct"
-    path = shipped_calibrator_path(larger, "numeric")
-    assert path is not None, f"no shipped numeric calibrator for {larger}"
+    path = shipped_calibrator_path(larger, kind)
+    assert path is not None, f"no shipped {kind} calibrator for {larger}"
     calibrator = load_calibrator(path)
-    assert calibrator.info.model_id == larger and calibrator.hidden_state_spec is None  # engines can use it too
+    assert calibrator.info.model_id == larger and calibrator.hidden_state_spec is None
+    assert calibrator.info.answer_kinds == [kind]
     assert calibrator.info.metrics["at_last_step"]["auroc"] > 0.6
-    data = Path(__file__).resolve().parents[1] / "calibrators" / "data" / larger / "svamp.jsonl.gz"
+    data = Path(__file__).resolve().parents[1] / "calibrators" / "data" / larger / f"{benchmark}.jsonl.gz"
     collected = list(read_trajectories(data))
     assert len({t.item_id for t in collected}) >= 400
     assert sum(entry["traces"] for entry in calibrator.info.data) == sum(1 for t in collected if t.steps)
