@@ -36,7 +36,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--reprobe", type=Path, default=None, metavar="FILE",
                         help="no generation: probe the saved trajectories of FILE again on their own tokens, in "
                         "process, and write them with hidden states to --out (for traces collected by an engine "
-                        "or before hidden states were recorded; --model must be the model that wrote them)")
+                        "or before hidden states were recorded; each keeps its own step mode; --model must be "
+                        "the model that wrote them)")
     col.add_argument("--out", type=Path, required=True, help="trajectory file (.jsonl or .jsonl.gz)")
     col.add_argument("--split", choices=SPLITS, default="all",
                      help="which questions: all (default), or only those of the fixed train or held-out split that "
