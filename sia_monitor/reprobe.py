@@ -72,8 +72,8 @@ def plan_reprobe(source: Path, out: Path, model_id: str, limit: int | None = Non
     done = {record_key(t) for t in load_existing(out, model_id)}
     reprobeable = [t for t in records if t.finish_reason in REPROBEABLE]
     todo = [t for t in reprobeable if record_key(t) not in done]
-    return ReprobePlan(source, out, todo, done=len(records) - len(todo) - (len(records) - len(reprobeable)),
-                      unreprobeable=len(records) - len(reprobeable))
+    return ReprobePlan(source, out, todo, done=len(reprobeable) - len(todo),
+                       unreprobeable=len(records) - len(reprobeable))
 
 
 def reprobe_trajectory(monitor: Monitor, record: Trajectory) -> Trajectory:
