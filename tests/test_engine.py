@@ -9,6 +9,7 @@ where it exists: the same engine, twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from sia_monitor.backends.base import GenerationSettings
 from sia_monitor.backends.engine import EngineBackend
 from sia_monitor.backends.in_process import Monitor
 from sia_monitor.engines import connect
+from sia_monitor.engines.base import GeneratedToken, StreamEnd
 from sia_monitor.engines.llama_cpp import SERVER_VARIABLE, find_llama_server, llama_server
 from sia_monitor.models import FIXTURE_MODEL, registry_gguf
 from sia_monitor.probing.stopping import RowStopper
@@ -269,3 +271,27 @@ def test_a_probe_token_that_ends_inside_a_utf8_character_still_has_its_log_proba
     tops, drawn, _ = client.next_tokens(prompt, 20, count=1)
     assert drawn == raw["tokens"][:1] and len(tops) == 1
     assert drawn[0] in tops[0].logprobs and max(tops[0].logprobs.values()) == tops[0].logprobs[drawn[0]]
+
+
+def test_a_stream_lists_every_token_of_a_multibyte_character(engine_url: str) -> None:
+    """Streamed, llama-server lists only the token that completes a multi-byte character (3 tokens of an emoji
+    arrive as one, carrying all the bytes). The client recovers the held-back ids and reads their
+    distributions, so the backend's prefix is the one the engine generated: greedy, it matches the ids a
+    non-streamed request returns, and every token's bytes are its own."""
+    client = connect(engine_url)
+    prompt = httpx.post(engine_url + "/tokenize", json={"content": "I love emojis: 😀😀😀😀😀"}).json()["tokens"]
+    whole = httpx.post(engine_url + "/completion", json={"prompt": prompt, "n_predict": 12, "return_tokens": True,
+                                                         "temperature": 0}).json()
+    raw = [json.loads(line[6:]) for line in httpx.post(engine_url + "/completion", json={
+        "prompt": prompt, "n_predict": 12, "return_tokens": True, "temperature": 0, "stream": True}).text.splitlines()
+        if line.startswith("data: ")]
+    streamed_ids = [token for chunk in raw for token in chunk.get("tokens") or []]
+    assert len(streamed_ids) < len(whole["tokens"]), "the premise: the raw stream drops held-back tokens"
+
+    items = list(client.stream(prompt, 12, 0.0, 1.0, 0, 20))
+    tokens = [item for item in items if isinstance(item, GeneratedToken)]
+    assert [item.token for item in tokens] == whole["tokens"]
+    assert isinstance(items[-1], StreamEnd) and items[-1].reason == "length"
+    assert b"".join(item.text for item in tokens).decode() == whole["content"]
+    for item in tokens:  # each position's own distribution: greedy, the drawn token is its most likely
+        assert max(item.top.logprobs.values()) == item.top.logprobs[item.token] == item.logprob

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,8 @@ class LlamaCppClient:
         body = {**_SAMPLING, "prompt": list(prompt), "n_predict": max_tokens, "temperature": temperature,
                 "top_p": top_p, "seed": seed, "n_probs": top_n, "return_tokens": True, "stream": True,
                 "timings_per_token": True, "cache_prompt": True, "id_slot": slot % self.slots}
+        drawn: list[int] = []  # what this request has yielded
+        held_back: tuple[dict[str, Any], int] | None = None
         try:
             with self._http.stream("POST", "/completion", json=body) as response:
                 if response.status_code != 200:
@@ -120,7 +123,15 @@ class LlamaCppClient:
                     if "error" in chunk:
                         raise SIAError(f"The engine at {self.url} failed mid-generation: "
                                        f"{_error_text(json.dumps(chunk))}")
-                    yield from _tokens(chunk)
+                    entries = chunk.get("completion_probabilities") or []
+                    generated = int((chunk.get("timings") or {}).get("predicted_n", 0))
+                    if entries and generated > len(drawn) + len(entries):
+                        held_back = entries[0], generated - len(drawn) - len(entries)
+                        cost = _usage(chunk)  # what the prompt cost: said with the first token yielded
+                        break  # closing the response aborts the generation on the engine
+                    for item in _tokens(chunk):
+                        drawn.append(item.token)
+                        yield item
                     if chunk.get("stop"):
                         reason = "eos" if chunk.get("stop_type") == "eos" else "length"
                         yield StreamEnd(reason, _usage(chunk))
@@ -128,6 +139,41 @@ class LlamaCppClient:
         except httpx.TransportError as exc:
             raise SIAError(f"The engine at {self.url} dropped the connection ({type(exc).__name__}).",
                            "Is it still running?") from exc
+        if held_back is None:
+            return
+        for item in self._held_back_tokens(prompt, drawn, *held_back, top_n, slot):
+            yield replace(item, usage=cost) if not drawn else item
+            drawn.append(item.token)
+        if len(drawn) >= max_tokens:
+            yield StreamEnd("length", Usage())
+            return
+        yield from self.stream(list(prompt) + drawn, max_tokens - len(drawn), temperature, top_p,
+                               (seed * 31 + len(drawn)) % (1 << 31), top_n, slot)
+
+    def _held_back_tokens(self, prompt: Sequence[int], drawn: Sequence[int], entry: dict[str, Any], missing: int,
+                          top_n: int, slot: int) -> Iterator[GeneratedToken]:
+        """The tokens a stream never listed. llama-server streams nothing for a token whose text ends inside a
+        multi-byte UTF-8 character: the token that completes the character arrives alone, carrying the whole
+        character's bytes, and the held-back ids and log-probabilities are lost (3 tokens of an emoji arrive as
+        one). `timings.predicted_n` says how many. The ids are the character's tokenization, exact when it
+        ends on the completing token and has the count the engine reported; otherwise its canonical
+        tokenization, the same text. Each position's distribution is read by a one-token probe on the same
+        slot (the stream is closed, so its cache holds the prefix). A generation that reaches `max_tokens` inside
+        a character ends without that character's first pieces: they were never sent."""
+        text = bytes(entry.get("bytes") or b"").decode("utf-8", errors="replace")
+        reply = self._post("/tokenize", {"content": text, "add_special": False, "parse_special": False,
+                                         "with_pieces": True})
+        pieces = [(int(item["id"]), _piece_bytes(item["piece"])) for item in reply["tokens"]]
+        exact = len(pieces) == missing + 1 and pieces[-1][0] == int(entry["id"])
+        prefix = list(prompt) + list(drawn)
+        for index, (token, piece) in enumerate(pieces):
+            if exact and index == len(pieces) - 1:
+                top = _top(entry)
+                yield GeneratedToken(token, piece, float(entry["logprob"]), top)
+                return
+            top = self.next_tokens(prefix, top_n, 1, slot)[0][0]
+            yield GeneratedToken(token, piece, top.logprobs.get(token, top.floor), top)
+            prefix.append(token)
 
     def next_tokens(self, prompt: Sequence[int], top_n: int, count: int = 1, slot: int = 0
                     ) -> tuple[list[TopLogprobs], list[int], Usage]:
@@ -172,6 +218,11 @@ def _tokens(chunk: dict[str, Any]) -> Iterator[GeneratedToken]:
     for entry in chunk.get("completion_probabilities") or []:
         yield GeneratedToken(int(entry["id"]), bytes(entry.get("bytes") or b""), float(entry["logprob"]), _top(entry),
                              usage)
+
+
+def _piece_bytes(piece: str | list[int]) -> bytes:
+    """A `/tokenize` piece: text, or the byte values of a piece that is not valid UTF-8 on its own."""
+    return bytes(piece) if isinstance(piece, list) else piece.encode()
 
 
 def _usage(reply: dict[str, Any]) -> Usage:
