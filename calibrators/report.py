@@ -55,7 +55,9 @@ BEGIN, END = "<!-- calibration:begin -->", "<!-- calibration:end -->"
 QUESTION_FEATURES = ("question_words", "question_numbers")
 TARGETS = {"auroc_last": 0.82, "auroc_50": 0.65, "ece": 0.05, "margin": 0.03}
 # A hidden-state calibrator (feature version 2) must do better than the entropy-only one to ship (issue 14).
-HIDDEN_TARGETS = {"auroc_last": 0.88, "auroc_50": 0.82, "ece": 0.05, "gain": 0.04}
+# (the same ECE target; AUROC targets per answer kind: the issue sets no halfway one for multiple choice)
+HIDDEN_GAIN_TARGET = 0.04
+HIDDEN_AUROC_TARGETS = {"numeric": {"auroc_last": 0.88, "auroc_50": 0.82}, "choice": {"auroc_last": 0.70}}
 Progress = Callable[[str], None]
 
 
@@ -277,12 +279,15 @@ def check_targets(result: dict[str, Any], recipes: list[Recipe]) -> list[dict[st
         ]
         gain = result.get("hidden_gain", {}).get(recipe.key)
         if recipe.features == "hidden":
-            checks = [(name, value, op, HIDDEN_TARGETS["auroc_last" if "last" in name else "auroc_50"]
-                       if "ROC-AUC" in name else target) for name, value, op, target in checks[:4]]
+            aurocs = HIDDEN_AUROC_TARGETS[recipe.kinds[0]] if len(recipe.kinds) == 1 else HIDDEN_AUROC_TARGETS["numeric"]
+            checks = [(name, value, op, target if "ROC-AUC" not in name
+                       else aurocs.get("auroc_last" if "last" in name else "auroc_50"))
+                      for name, value, op, target in checks[:4]]
+            checks = [check for check in checks if check[3] is not None]
             if gain is not None:
                 worst_gain = min(gain["positions"][f"{f:.0%}"]["gain"] for f in FRACTIONS)
                 checks.append((f"worst AUROC gain over {gain['entropy_calibrator']} (25-100%, same traces)",
-                               worst_gain, ">=", HIDDEN_TARGETS["gain"]))
+                               worst_gain, ">=", HIDDEN_GAIN_TARGET))
         for name, value, op, target in checks:
             met = value >= target if op == ">=" else value <= target
             rows.append({"calibrator": recipe.key, "target": name, "goal": f"{op} {target}", "measured": value,
