@@ -270,24 +270,23 @@ def check_targets(result: dict[str, Any], recipes: list[Recipe]) -> list[dict[st
             positions[f"{f:.0%}"]["calibrated"]["auroc"] - max(positions[f"{f:.0%}"][b]["auroc"] for b in BASELINES)
             for f in FRACTIONS
         )
-        checks = [
-            ("ROC-AUC at the last step", positions["100%"]["calibrated"]["auroc"], ">=", TARGETS["auroc_last"]),
-            ("ROC-AUC at 50% of steps", positions["50%"]["calibrated"]["auroc"], ">=", TARGETS["auroc_50"]),
-            ("ECE, every held-out step", entry["all_prefixes"]["ece"], "<=", TARGETS["ece"]),
-            ("ECE at the last step", positions["100%"]["calibrated"]["ece"], "<=", TARGETS["ece"]),
-            ("worst AUROC margin over the best baseline (25-100%)", worst_margin, ">=", TARGETS["margin"]),
+        measured = [
+            ("auroc_last", "ROC-AUC at the last step", positions["100%"]["calibrated"]["auroc"], ">="),
+            ("auroc_50", "ROC-AUC at 50% of steps", positions["50%"]["calibrated"]["auroc"], ">="),
+            ("ece", "ECE, every held-out step", entry["all_prefixes"]["ece"], "<="),
+            ("ece", "ECE at the last step", positions["100%"]["calibrated"]["ece"], "<="),
+            ("margin", "worst AUROC margin over the best baseline (25-100%)", worst_margin, ">="),
         ]
+        targets = TARGETS
+        if recipe.features == "hidden":  # no baseline margin: it must beat the entropy-only calibrator instead
+            kind = recipe.kinds[0] if len(recipe.kinds) == 1 else "numeric"
+            targets = {"ece": TARGETS["ece"], **HIDDEN_AUROC_TARGETS[kind]}
+        checks = [(name, value, op, targets[key]) for key, name, value, op in measured if key in targets]
         gain = result.get("hidden_gain", {}).get(recipe.key)
-        if recipe.features == "hidden":
-            aurocs = HIDDEN_AUROC_TARGETS[recipe.kinds[0]] if len(recipe.kinds) == 1 else HIDDEN_AUROC_TARGETS["numeric"]
-            checks = [(name, value, op, target if "ROC-AUC" not in name
-                       else aurocs.get("auroc_last" if "last" in name else "auroc_50"))
-                      for name, value, op, target in checks[:4]]
-            checks = [check for check in checks if check[3] is not None]
-            if gain is not None:
-                worst_gain = min(gain["positions"][f"{f:.0%}"]["gain"] for f in FRACTIONS)
-                checks.append((f"worst AUROC gain over {gain['entropy_calibrator']} (25-100%, same traces)",
-                               worst_gain, ">=", HIDDEN_GAIN_TARGET))
+        if recipe.features == "hidden" and gain is not None:
+            worst_gain = min(gain["positions"][f"{f:.0%}"]["gain"] for f in FRACTIONS)
+            checks.append((f"worst AUROC gain over {gain['entropy_calibrator']} (25-100%, same traces)",
+                           worst_gain, ">=", HIDDEN_GAIN_TARGET))
         for name, value, op, target in checks:
             met = value >= target if op == ">=" else value <= target
             rows.append({"calibrator": recipe.key, "target": name, "goal": f"{op} {target}", "measured": value,

@@ -106,52 +106,55 @@ class LlamaCppClient:
         top_n: int,
         slot: int = 0,
     ) -> Iterator[GeneratedToken | StreamEnd]:
-        body = {**_SAMPLING, "prompt": list(prompt), "n_predict": max_tokens, "temperature": temperature,
-                "top_p": top_p, "seed": seed, "n_probs": top_n, "return_tokens": True, "stream": True,
-                "timings_per_token": True, "cache_prompt": True, "id_slot": slot % self.slots}
-        drawn: list[int] = []  # what this request has yielded
-        held_back: tuple[dict[str, Any], int] | None = None
-        try:
-            with self._http.stream("POST", "/completion", json=body) as response:
-                if response.status_code != 200:
-                    raise SIAError(f"The engine at {self.url} refused a completion: HTTP "
-                                   f"{response.status_code} {_error_text(response.read().decode(errors='replace'))}")
-                for line in response.iter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    chunk = json.loads(line[6:])
-                    if "error" in chunk:
-                        raise SIAError(f"The engine at {self.url} failed mid-generation: "
-                                       f"{_error_text(json.dumps(chunk))}")
-                    entries = chunk.get("completion_probabilities") or []
-                    generated = int((chunk.get("timings") or {}).get("predicted_n", 0))
-                    if entries and generated > len(drawn) + len(entries):
-                        held_back = entries[0], generated - len(drawn) - len(entries)
-                        cost = _usage(chunk)  # what the prompt cost: said with the first token yielded
-                        break  # closing the response aborts the generation on the engine
-                    for item in _tokens(chunk):
-                        drawn.append(item.token)
-                        yield item
-                    if chunk.get("stop"):
-                        reason = "eos" if chunk.get("stop_type") == "eos" else "length"
-                        yield StreamEnd(reason, _usage(chunk))
-                        return
-        except httpx.TransportError as exc:
-            raise SIAError(f"The engine at {self.url} dropped the connection ({type(exc).__name__}).",
-                           "Is it still running?") from exc
-        if held_back is None:
-            return
-        for item in self._held_back_tokens(prompt, drawn, *held_back, top_n, slot):
-            yield replace(item, usage=cost) if not drawn else item
-            drawn.append(item.token)
-        if len(drawn) >= max_tokens:
-            yield StreamEnd("length", Usage())
-            return
-        yield from self.stream(list(prompt) + drawn, max_tokens - len(drawn), temperature, top_p,
-                               (seed * 31 + len(drawn)) % (1 << 31), top_n, slot)
+        prefix, budget = list(prompt), max_tokens
+        while True:  # one request, and another after each character whose pieces the engine held back
+            body = {**_SAMPLING, "prompt": prefix, "n_predict": budget, "temperature": temperature,
+                    "top_p": top_p, "seed": seed, "n_probs": top_n, "return_tokens": True, "stream": True,
+                    "timings_per_token": True, "cache_prompt": True, "id_slot": slot % self.slots}
+            drawn: list[int] = []  # what this request has yielded
+            held_back: tuple[dict[str, Any], int, Usage] | None = None
+            try:
+                with self._http.stream("POST", "/completion", json=body) as response:
+                    if response.status_code != 200:
+                        raise SIAError(f"The engine at {self.url} refused a completion: HTTP {response.status_code} "
+                                       f"{_error_text(response.read().decode(errors='replace'))}")
+                    for line in response.iter_lines():
+                        if not line.startswith("data: "):
+                            continue
+                        chunk = json.loads(line[6:])
+                        if "error" in chunk:
+                            raise SIAError(f"The engine at {self.url} failed mid-generation: "
+                                           f"{_error_text(json.dumps(chunk))}")
+                        entries = chunk.get("completion_probabilities") or []
+                        generated = int((chunk.get("timings") or {}).get("predicted_n", 0))
+                        if entries and generated > len(drawn) + len(entries):
+                            # the usage: what the prompt cost, said with the first token yielded
+                            held_back = entries[0], generated - len(drawn) - len(entries), _usage(chunk)
+                            break  # closing the response aborts the generation on the engine
+                        for item in _tokens(chunk):
+                            drawn.append(item.token)
+                            yield item
+                        if chunk.get("stop"):
+                            reason = "eos" if chunk.get("stop_type") == "eos" else "length"
+                            yield StreamEnd(reason, _usage(chunk))
+                            return
+            except httpx.TransportError as exc:
+                raise SIAError(f"The engine at {self.url} dropped the connection ({type(exc).__name__}).",
+                               "Is it still running?") from exc
+            if held_back is None:
+                return
+            entry, missing, cost = held_back
+            for item in self._held_back_tokens(prefix + drawn, entry, missing, top_n, slot):
+                yield replace(item, usage=cost) if not drawn else item
+                drawn.append(item.token)
+            prefix, budget = prefix + drawn, budget - len(drawn)
+            if budget <= 0:
+                yield StreamEnd("length", Usage())
+                return
+            seed = (seed * 31 + len(drawn)) % (1 << 31)  # the next request does not replay this one's draws
 
-    def _held_back_tokens(self, prompt: Sequence[int], drawn: Sequence[int], entry: dict[str, Any], missing: int,
-                          top_n: int, slot: int) -> Iterator[GeneratedToken]:
+    def _held_back_tokens(self, prefix: Sequence[int], entry: dict[str, Any], missing: int, top_n: int, slot: int
+                          ) -> Iterator[GeneratedToken]:
         """The tokens a stream never listed. llama-server streams nothing for a token whose text ends inside a
         multi-byte UTF-8 character: the token that completes the character arrives alone, carrying the whole
         character's bytes, and the held-back ids and log-probabilities are lost (3 tokens of an emoji arrive as
@@ -165,7 +168,7 @@ class LlamaCppClient:
                                          "with_pieces": True})
         pieces = [(int(item["id"]), _piece_bytes(item["piece"])) for item in reply["tokens"]]
         exact = len(pieces) == missing + 1 and pieces[-1][0] == int(entry["id"])
-        prefix = list(prompt) + list(drawn)
+        prefix = list(prefix)
         for index, (token, piece) in enumerate(pieces):
             if exact and index == len(pieces) - 1:
                 top = _top(entry)
