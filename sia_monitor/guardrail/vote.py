@@ -31,8 +31,9 @@ from sia_monitor.trajectory import Trajectory
 
 # The kill rule: the guardrail's stop rule, without resampling (the vote draws new samples itself). Its
 # thresholds, like every default of VotePolicy, were chosen on dev questions only (benchmarks/tune_vote.py:
-# the fewest tokens at majority@8's accuracy on 68 SVAMP training questions x 8 samples).
-DEFAULT_KILL = GuardrailPolicy(min_steps=2, stop_below=0.2, patience=1)
+# the fewest tokens at majority@8's accuracy on 100 SVAMP training questions x 8 samples; rerun 2026-12-08
+# with the refitted hidden-state calibrator, which moved the kill's first step from 2 to 3).
+DEFAULT_KILL = GuardrailPolicy(min_steps=3, stop_below=0.2, patience=1)
 
 
 @dataclass(frozen=True)
